@@ -1,0 +1,203 @@
+"""Slice geometry in patient coordinates (ISMRMRD conventions, design §3).
+
+`position` is the image centre (mm); `read_dir` runs along x (columns), `phase_dir` along y (rows),
+`slice_dir` is the normal; `fov` is (x, y, thickness) in mm; image data is (..., y, x). Pixel (ix, iy)
+has its centre at
+
+    position + ((ix + 0.5) - nx/2) * fov_x/nx * read_dir + ((iy + 0.5) - ny/2) * fov_y/ny * phase_dir
+
+Every resampling in the project goes through :class:`SliceGeometry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+
+__all__ = ["SliceGeometry", "PlaneMatch", "Resampled", "plane_from_normal"]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    n = np.linalg.norm(v)
+    if not np.isfinite(n) or n == 0:
+        raise ValueError(f"direction vector {v.tolist()} has no length")
+    return v / n
+
+
+@dataclass(frozen=True)
+class PlaneMatch:
+    """How two slices relate: |cos| of the normals, through-plane distance (mm), in-plane offset (mm)."""
+
+    cosine: float
+    distance_mm: float
+    in_plane_offset_mm: float
+
+    def accepted(self, min_cosine: float = 0.9, max_distance_mm: float = 4.0) -> bool:
+        """The paper's criteria: normals' cosine similarity > 0.9 and slice distance < 4 mm."""
+        return self.cosine > min_cosine and self.distance_mm < max_distance_mm
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """An image resampled onto a target grid; `outside` marks target pixels not covered by the source."""
+
+    data: np.ndarray
+    outside: np.ndarray
+
+    @property
+    def outside_fraction(self) -> float:
+        return float(self.outside.mean()) if self.outside.size else 0.0
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """One 2-D slice: centre `position` (mm), unit directions, field of view (mm) and matrix (nx, ny)."""
+
+    position: np.ndarray
+    read_dir: np.ndarray
+    phase_dir: np.ndarray
+    slice_dir: np.ndarray
+    fov: np.ndarray
+    matrix: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "position", np.asarray(self.position, dtype=np.float64).reshape(3))
+        for name in ("read_dir", "phase_dir", "slice_dir"):
+            object.__setattr__(self, name, _unit(getattr(self, name)))
+        object.__setattr__(self, "fov", np.asarray(self.fov, dtype=np.float64).reshape(3))
+        nx, ny = (int(m) for m in self.matrix)
+        if nx < 1 or ny < 1:
+            raise ValueError(f"matrix {self.matrix} must be positive")
+        object.__setattr__(self, "matrix", (nx, ny))
+        if not np.all(np.isfinite(self.position)) or not np.all(np.isfinite(self.fov)):
+            raise ValueError("position and field of view must be finite")
+        if np.any(self.fov[:2] <= 0):
+            raise ValueError(f"field of view {self.fov.tolist()} must be positive in plane")
+        if abs(float(self.read_dir @ self.phase_dir)) > 1e-3:
+            raise ValueError("read_dir and phase_dir must be orthogonal")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_header(cls, head) -> SliceGeometry:
+        """From an `ismrmrd.ImageHeader` (or anything with the same attribute names)."""
+        return cls(
+            position=np.array(head.position[:]),
+            read_dir=np.array(head.read_dir[:]),
+            phase_dir=np.array(head.phase_dir[:]),
+            slice_dir=np.array(head.slice_dir[:]),
+            fov=np.array(head.field_of_view[:]),
+            matrix=(int(head.matrix_size[0]), int(head.matrix_size[1])),
+        )
+
+    def to_header(self, head) -> None:
+        """Write the geometry into an `ismrmrd.ImageHeader` field by field (matrix_size x, y only)."""
+        for i in range(3):
+            head.position[i] = float(self.position[i])
+            head.read_dir[i] = float(self.read_dir[i])
+            head.phase_dir[i] = float(self.phase_dir[i])
+            head.slice_dir[i] = float(self.slice_dir[i])
+            head.field_of_view[i] = float(self.fov[i])
+        head.matrix_size[0] = self.matrix[0]
+        head.matrix_size[1] = self.matrix[1]
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def nx(self) -> int:
+        return self.matrix[0]
+
+    @property
+    def ny(self) -> int:
+        return self.matrix[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Array shape (ny, nx) of an image on this grid."""
+        return (self.ny, self.nx)
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """(dx, dy) in mm: along read (columns) and phase (rows)."""
+        return (float(self.fov[0] / self.nx), float(self.fov[1] / self.ny))
+
+    @property
+    def thickness(self) -> float:
+        return float(self.fov[2])
+
+    # ------------------------------------------------------------------ coordinates
+    def pixel_centres(self) -> np.ndarray:
+        """Patient coordinates (mm) of every pixel centre, shape (ny, nx, 3)."""
+        dx, dy = self.pixel_spacing
+        u = ((np.arange(self.nx) + 0.5) - self.nx / 2) * dx
+        v = ((np.arange(self.ny) + 0.5) - self.ny / 2) * dy
+        return (
+            self.position[None, None, :]
+            + u[None, :, None] * self.read_dir[None, None, :]
+            + v[:, None, None] * self.phase_dir[None, None, :]
+        )
+
+    def to_pixel(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fractional pixel indices (ix, iy) and signed through-plane distance (mm) of points (..., 3)."""
+        d = np.asarray(points, dtype=np.float64) - self.position
+        dx, dy = self.pixel_spacing
+        ix = d @ self.read_dir / dx + self.nx / 2 - 0.5
+        iy = d @ self.phase_dir / dy + self.ny / 2 - 0.5
+        return ix, iy, d @ self.normal
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal: `slice_dir` when it is perpendicular to the plane, else read x phase."""
+        n = np.cross(self.read_dir, self.phase_dir)
+        return n if float(n @ self.slice_dir) >= 0 else -n
+
+    # ------------------------------------------------------------------ matching
+    def compare(self, other: SliceGeometry) -> PlaneMatch:
+        """Cosine of the normals (sign ignored), mean through-plane distance and in-plane centre offset (mm)."""
+        cosine = abs(float(self.normal @ other.normal))
+        d = other.position - self.position
+        distance = 0.5 * (abs(float(d @ self.normal)) + abs(float(d @ other.normal)))
+        in_plane = d - (d @ self.normal) * self.normal
+        return PlaneMatch(cosine=cosine, distance_mm=distance, in_plane_offset_mm=float(np.linalg.norm(in_plane)))
+
+    # ------------------------------------------------------------------ resampling
+    def resample_from(self, image: np.ndarray, source: SliceGeometry, order: int = 1) -> Resampled:
+        """Resample `image` (..., ny_src, nx_src) on `source` onto this grid, in plane (bilinear by default).
+
+        Target pixel centres are projected onto the source plane (the through-plane component is
+        ignored: match planes first with :meth:`compare`). Target pixels whose projection falls more
+        than half a pixel outside the source are filled with 0 and flagged in `outside`.
+        """
+        image = np.asarray(image)
+        if image.shape[-2:] != source.shape:
+            raise ValueError(f"image shape {image.shape[-2:]} does not match the source grid {source.shape}")
+        ix, iy, _ = source.to_pixel(self.pixel_centres())
+        outside = (ix < -0.5) | (ix > source.nx - 0.5) | (iy < -0.5) | (iy > source.ny - 0.5)
+        coords = np.stack([iy, ix])
+        flat = image.reshape((-1, *source.shape))
+        out = np.empty((flat.shape[0], *self.shape), dtype=np.result_type(image.dtype, np.float32))
+        for k, frame in enumerate(flat):
+            out[k] = map_coordinates(frame, coords, order=order, mode="nearest")
+        out[:, outside] = 0
+        return Resampled(data=out.reshape((*image.shape[:-2], *self.shape)), outside=outside)
+
+
+def plane_from_normal(
+    centre: np.ndarray,
+    normal: np.ndarray,
+    fov_mm: tuple[float, float, float],
+    matrix: tuple[int, int],
+    in_plane_rotation_deg: float = 0.0,
+    up: np.ndarray | None = None,
+) -> SliceGeometry:
+    """A slice through `centre` with the given normal; read/phase are chosen from `up` then rotated in plane."""
+    n = _unit(normal)
+    up = _unit(np.array([0.0, 0.0, 1.0]) if up is None else up)
+    if abs(float(up @ n)) > 0.99:
+        up = _unit(np.array([0.0, 1.0, 0.0]))
+    read = _unit(np.cross(up, n))
+    phase = np.cross(n, read)
+    a = np.deg2rad(in_plane_rotation_deg)
+    read, phase = np.cos(a) * read + np.sin(a) * phase, -np.sin(a) * read + np.cos(a) * phase
+    return SliceGeometry(position=centre, read_dir=read, phase_dir=phase, slice_dir=n, fov=fov_mm, matrix=matrix)

@@ -1,0 +1,102 @@
+"""ISMRMRD HDF5 image files: read every image group into records, write records back.
+
+Groups are named `image_<series>` by default (as the scanner export and `vne-inline replay` do).
+`ismrmrd.Dataset.append_image` fixes a group's shape at its first image, so :func:`write_file`
+checks shapes and data types per group and refuses a mismatch instead of silently resizing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import ismrmrd
+import numpy as np
+
+from vne_inline.io.records import ImageRecord
+
+__all__ = ["MrdFile", "read_file", "write_file", "series_group"]
+
+
+def series_group(record: ImageRecord) -> str:
+    return f"image_{record.series_index}"
+
+
+@dataclass
+class MrdFile:
+    """The header XML and image groups (in file order) of one ISMRMRD HDF5 file."""
+
+    header_xml: str | None
+    groups: dict[str, list[ImageRecord]] = field(default_factory=dict)
+
+    def records(self) -> list[ImageRecord]:
+        """Every image, group after group, in acquisition order within a group."""
+        return [r for recs in self.groups.values() for r in recs]
+
+
+def _image_groups(dataset: h5py.Group) -> list[str]:
+    names = []
+    for name, item in dataset.items():
+        if isinstance(item, h5py.Group) and {"header", "data"} <= set(item.keys()):
+            names.append(name)
+    return names
+
+
+def read_file(path: str | Path, dataset_name: str = "dataset") -> MrdFile:
+    """Read the header and every image group; raises ValueError naming the file if it is not readable."""
+    path = Path(path)
+    try:
+        h5 = h5py.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path.name}: not a readable HDF5 file ({exc})") from exc
+    with h5:
+        if dataset_name not in h5:
+            raise ValueError(f"{path.name}: no '{dataset_name}' group (not an ISMRMRD file?)")
+        group_names = _image_groups(h5[dataset_name])
+    try:
+        with ismrmrd.Dataset(str(path), dataset_name, mode="r") as ds:
+            try:
+                xml = ds.read_xml_header()
+                xml = xml.decode("utf-8") if isinstance(xml, bytes) else str(xml)
+            except LookupError:
+                xml = None
+            groups = {
+                name: [ImageRecord.from_ismrmrd(ds.read_image(name, i)) for i in range(ds.number_of_images(name))]
+                for name in group_names
+            }
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"{path.name}: damaged ISMRMRD file ({exc})") from exc
+    return MrdFile(header_xml=xml, groups=groups)
+
+
+def write_file(
+    path: str | Path,
+    header_xml: str | None,
+    records: Iterable[ImageRecord],
+    group_of: Callable[[ImageRecord], str] = series_group,
+    dataset_name: str = "dataset",
+    overwrite: bool = True,
+) -> dict[str, int]:
+    """Write records into `path` (one group per `group_of(record)`); returns the image count per group."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and path.exists():
+        path.unlink()
+    layout: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    counts: dict[str, int] = {}
+    with ismrmrd.Dataset(str(path), dataset_name, create_if_needed=True) as ds:
+        if header_xml:
+            ds.write_xml_header(header_xml.encode("utf-8") if isinstance(header_xml, str) else header_xml)
+        for record in records:
+            name = group_of(record)
+            key = (record.data.shape, record.data.dtype)
+            if layout.setdefault(name, key) != key:
+                raise ValueError(
+                    f"group {name}: image of shape {record.data.shape} {record.data.dtype} does not fit "
+                    f"the group's {layout[name][0]} {layout[name][1]}"
+                )
+            ds.append_image(name, record.to_ismrmrd())
+            counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -1,0 +1,1 @@
+"""The VNE generator, discriminator and losses (needs the `train` extra: torch)."""

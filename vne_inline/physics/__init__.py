@@ -1,0 +1,1 @@
+"""Physics: T1 relaxation, inversion recovery and tissue constants (pure numpy)."""

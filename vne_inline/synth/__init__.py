@@ -1,0 +1,1 @@
+"""Physics-based synthetic HCM exams with ground truth (demo, tests, default weights)."""

@@ -1,0 +1,1 @@
+"""Training data preparation and GAN training (needs the `train` extra for training)."""
