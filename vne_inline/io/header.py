@@ -26,6 +26,7 @@ class ExamHeader:
     protocol_name: str | None = None
     field_strength_t: float | None = None
     measurement_id: str | None = None
+    n_phases: int = 1
 
     @property
     def study_key(self) -> str | None:
@@ -109,7 +110,16 @@ def parse_header(xml: str | bytes | None) -> ExamHeader:
         protocol_name=getattr(meas, "protocolName", None),
         field_strength_t=getattr(system, "systemFieldStrength_T", None),
         measurement_id=getattr(meas, "measurementID", None),
+        n_phases=_announced_phases(h),
     )
+
+
+def _announced_phases(h) -> int:
+    """Number of cardiac phases announced by the first encoding's limits (1 when absent)."""
+    try:
+        return int(h.encoding[0].encodingLimits.phase.maximum) + 1
+    except (AttributeError, IndexError, TypeError):
+        return 1
 
 
 def study_key(xml: str | bytes | None) -> str | None:
