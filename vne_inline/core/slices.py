@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vne_inline.core.roles import Role, inversion_time_ms
+from vne_inline.core.roles import inversion_time_ms
 from vne_inline.geometry import SliceGeometry
 from vne_inline.io.records import ImageRecord
 
 __all__ = [
     "CineSlice", "T1Slice", "LgeSlice", "cine_slices", "t1_slices", "lge_slices", "t1_map_ms", "same_plane",
-    "split_by_role",
 ]
 
 #: IR images belong to a T1 map when their planes agree this closely (same scan, same slice).
@@ -124,10 +123,3 @@ def t1_slices(maps: Sequence[ImageRecord], ir_images: Sequence[ImageRecord]) -> 
         )
     return out
 
-
-def split_by_role(records: Iterable[tuple[Role, ImageRecord]]) -> dict[Role, list[ImageRecord]]:
-    """Records grouped by role, in arrival order."""
-    out: dict[Role, list[ImageRecord]] = defaultdict(list)
-    for role, r in records:
-        out[role].append(r)
-    return out

@@ -1,0 +1,40 @@
+"""`vne-inline prepare`: matched training triplets from exam directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from vne_inline.cli.app import app
+
+
+@app.command()
+def prepare(
+    exams_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Directory of exam directories "
+                                     "(one per patient, ISMRMRD files per scan), or one exam directory."),
+    out: Path = typer.Option(Path("triplets.h5"), "--out", help="Output triplets file (HDF5)."),
+    min_cosine: float = typer.Option(0.9, help="Slice normals must have cosine similarity above this."),
+    max_distance_mm: float = typer.Option(4.0, help="Slice positions must differ by less than this (mm)."),
+) -> None:
+    """Match every T1-map slice with a cine and an LGE slice (the paper's criteria), resample them onto
+    the T1 grid and store the triplets; rejected slices are listed with their reason."""
+    from vne_inline.adapters.exam_files import exam_files
+    from vne_inline.core.match import MatchCriteria
+    from vne_inline.train.prepare import prepare as run_prepare
+
+    dirs = sorted(d for d in exams_dir.iterdir() if d.is_dir() and exam_files(d)) or [exams_dir]
+    console = Console()
+    with Progress(console=console) as progress:
+        task = progress.add_task("matching slices", total=len(dirs))
+        report = run_prepare(dirs, out, MatchCriteria(min_cosine, max_distance_mm),
+                             on_exam=lambda _: progress.advance(task))
+    console.print(f"{report.written} triplets written to {out}")
+    if report.rejected:
+        table = Table("exam", "slice", "reason", title=f"{len(report.rejected)} rejected")
+        for r in report.rejected:
+            table.add_row(r.patient, "-" if r.slice is None else str(r.slice), r.reason)
+        console.print(table)

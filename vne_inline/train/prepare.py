@@ -1,0 +1,176 @@
+"""Training triplets: per T1-map slice, the matched cine and LGE resampled onto the T1 grid.
+
+The paper's automated pipeline: match slices by plane (normal cosine > 0.9, distance < 4 mm) with
+`core.match`, interpolate cine and LGE onto the T1 map's pixel grid. Every slice that is not written
+is listed in ``/rejected`` with its reason (no match, NaN, shape, failed resampling), never dropped
+silently. Format ``vne-triplets/1`` (see docs/architecture.md and `train.dataset`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from vne_inline.adapters.exam_files import Exam, read_exam
+from vne_inline.core.match import Match, MatchCriteria, find_match, resample_onto
+from vne_inline.core.slices import T1Slice
+
+__all__ = ["Triplet", "Rejection", "PrepareReport", "triplets_of_exam", "prepare", "FORMAT", "MASK_NAMES"]
+
+FORMAT = "vne-triplets/1"
+MASK_NAMES = ("myo", "remote", "blood", "lesion_hyper", "lesion_intermediate")
+
+
+@dataclass
+class Triplet:
+    """One matched T1 slice with cine (P, H, W), IR (K, H, W), T1 (ms), LGE and optional truth masks."""
+
+    patient: str
+    slice: int
+    cine: np.ndarray
+    ir: np.ndarray
+    ti_ms: np.ndarray
+    t1: np.ndarray
+    lge: np.ndarray
+    valid: np.ndarray
+    pixel_spacing_mm: tuple[float, float]
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.patient}_s{self.slice}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    patient: str
+    slice: int | None
+    reason: str
+
+
+@dataclass
+class PrepareReport:
+    written: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+TruthReader = Callable[[Path], dict[int, dict[str, np.ndarray]]]
+
+
+def synthetic_truth_masks(directory: Path) -> dict[int, dict[str, np.ndarray]]:
+    """Masks per T1 slice index from a synthetic exam's truth.h5 (empty when there is none)."""
+    path = Path(directory) / "truth.h5"
+    if not path.exists():
+        return {}
+    from vne_inline.synth.truth import read_truth
+
+    return {t.slice: {name: np.asarray(getattr(t, name), dtype=np.uint8) for name in MASK_NAMES}
+            for t in read_truth(path)}
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+
+
+def _triplet(exam: Exam, t1: T1Slice, cine: Match, lge: Match, masks: dict[str, np.ndarray]) -> Triplet:
+    _check_finite("T1 map", t1.t1_ms)
+    _check_finite("IR images", t1.ir)
+    cine_src = next(c for c in exam.cine if c.key == cine.key)
+    lge_src = next(g for g in exam.lge if g.key == lge.key)
+    cine_on_t1 = resample_onto(t1.geometry, cine_src.frames, cine_src.geometry)
+    lge_on_t1 = resample_onto(t1.geometry, lge_src.image, lge_src.geometry)
+    for name, mask in masks.items():
+        if mask.shape != t1.t1_ms.shape:
+            raise ValueError(f"truth mask {name} has shape {mask.shape}, T1 map {t1.t1_ms.shape}")
+    return Triplet(
+        patient=exam.name,
+        slice=t1.slice,
+        cine=cine_on_t1.data.astype(np.float32),
+        ir=t1.ir.astype(np.float32),
+        ti_ms=t1.ti_ms.astype(np.float32),
+        t1=t1.t1_ms.astype(np.float32),
+        lge=lge_on_t1.data.astype(np.float32),
+        valid=(~(cine_on_t1.outside | lge_on_t1.outside)).astype(np.uint8),
+        pixel_spacing_mm=t1.geometry.pixel_spacing,
+        masks=masks,
+    )
+
+
+def triplets_of_exam(
+    directory: Path,
+    criteria: MatchCriteria = MatchCriteria(),
+    truth: TruthReader = synthetic_truth_masks,
+) -> tuple[list[Triplet], list[Rejection]]:
+    """Matched triplets of one exam directory and the slices (or the whole exam) rejected, with reasons."""
+    name = Path(directory).name
+    try:
+        exam = read_exam(directory)
+        masks = truth(directory)
+    except (ValueError, OSError) as exc:
+        return [], [Rejection(name, None, f"exam not readable: {exc}")]
+    if not exam.t1:
+        return [], [Rejection(name, None, "no T1 map with IR images")]
+    out, rejected = [], []
+    for t1 in exam.t1:
+        cine = find_match(t1.geometry, [(c.key, c.geometry) for c in exam.cine], criteria)
+        lge = find_match(t1.geometry, [(g.key, g.geometry) for g in exam.lge], criteria)
+        for what, m in (("cine", cine), ("LGE", lge)):
+            if not isinstance(m, Match):
+                rejected.append(Rejection(name, t1.slice, f"no {what} match: {m.reason}"))
+        if not (isinstance(cine, Match) and isinstance(lge, Match)):
+            continue
+        try:
+            out.append(_triplet(exam, t1, cine, lge, masks.get(t1.slice, {})))
+        except ValueError as exc:
+            rejected.append(Rejection(name, t1.slice, str(exc)))
+    return out, rejected
+
+
+def _write_triplet(group: h5py.Group, t: Triplet) -> None:
+    g = group.create_group(t.name)
+    for key in ("cine", "ir", "ti_ms", "t1", "lge"):
+        g.create_dataset(key, data=getattr(t, key), compression="gzip", compression_opts=1, shuffle=True)
+    g.create_dataset("valid", data=t.valid, compression="gzip")
+    for name, mask in t.masks.items():
+        g.create_dataset(name, data=mask.astype(np.uint8), compression="gzip")
+    g.attrs["patient"] = t.patient
+    g.attrs["slice"] = t.slice
+    g.attrs["pixel_spacing_mm"] = np.asarray(t.pixel_spacing_mm, dtype=np.float64)
+    if "myo" in t.masks and t.masks["myo"].any():
+        yy, xx = np.nonzero(t.masks["myo"])
+        g.attrs["heart_centre_px"] = np.array([yy.mean(), xx.mean()])
+
+
+def prepare(
+    exam_dirs: Iterable[Path],
+    out: Path,
+    criteria: MatchCriteria = MatchCriteria(),
+    on_exam: Callable[[str], None] | None = None,
+) -> PrepareReport:
+    """Write `out` (triplets.h5) from the exam directories; returns counts and the rejection list."""
+    report = PrepareReport()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(out, "w") as h5:
+        h5.attrs["format"] = FORMAT
+        slices = h5.create_group("slices")
+        for directory in exam_dirs:
+            triplets, rejected = triplets_of_exam(Path(directory), criteria)
+            for t in triplets:
+                _write_triplet(slices, t)
+            report.written += len(triplets)
+            report.rejected.extend(rejected)
+            if on_exam:
+                on_exam(Path(directory).name)
+        h5.create_dataset(
+            "rejected",
+            data=[json.dumps({"patient": r.patient, "slice": r.slice, "reason": r.reason}) for r in report.rejected],
+            dtype=h5py.string_dtype(),
+        )
+    return report
