@@ -49,8 +49,9 @@ def make_header_xml(
     ti_ms: list[float] | None = None,
 ) -> str:
     """An ISMRMRD header XML (valid against ismrmrd.xsd) for one exported image scan."""
-    field_t = exam.field_strength_t or 1.5
-    nx, ny = matrix
+    field_t = float(exam.field_strength_t or 1.5)
+    nx, ny = int(matrix[0]), int(matrix[1])
+    fov_mm = tuple(float(f) for f in fov_mm)
     space = xsd.encodingSpaceType(
         matrixSize=xsd.matrixSizeType(x=nx, y=ny, z=1),
         fieldOfView_mm=xsd.fieldOfViewMm(x=fov_mm[0], y=fov_mm[1], z=fov_mm[2]),

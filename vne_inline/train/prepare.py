@@ -24,6 +24,9 @@ __all__ = ["Triplet", "Rejection", "PrepareReport", "triplets_of_exam", "prepare
 
 FORMAT = "vne-triplets/1"
 MASK_NAMES = ("myo", "remote", "blood", "lesion_hyper", "lesion_intermediate")
+#: triplet mask name -> `synth.truth.SliceTruth` field
+_TRUTH_FIELDS = {"myo": "myocardium", "remote": "remote", "blood": "blood",
+                 "lesion_hyper": "lesion_hyperintense", "lesion_intermediate": "lesion_intermediate"}
 
 
 @dataclass
@@ -69,7 +72,7 @@ def synthetic_truth_masks(directory: Path) -> dict[int, dict[str, np.ndarray]]:
         return {}
     from vne_inline.synth.truth import read_truth
 
-    return {t.slice: {name: np.asarray(getattr(t, name), dtype=np.uint8) for name in MASK_NAMES}
+    return {t.slice: {name: np.asarray(getattr(t, f), dtype=np.uint8) for name, f in _TRUTH_FIELDS.items()}
             for t in read_truth(path)}
 
 

@@ -1,0 +1,38 @@
+"""`bench` runs end to end on a tiny model and returns well-formed numbers (no timing assertions)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vne_inline.infer import select as select_module
+from vne_inline.infer.bench import BATCHES, notes, run_bench, to_markdown, to_table
+from vne_inline.modelspec import ModelConfig
+
+torch = pytest.importorskip("torch")
+
+CONFIG = ModelConfig(n_cine_frames=4, n_ir_images=3, base_width=4, depth=2, fusion_width=4, name="toy")
+
+
+def test_bench_reports_numbers_and_unavailable_backends(tmp_path, monkeypatch):
+    from vne_inline.model.generator import VNEGenerator, count_gflop, save_weights
+
+    monkeypatch.setattr(select_module, "_cache", {})
+    save_weights(VNEGenerator(CONFIG), tmp_path / "toy.safetensors")
+    report = run_bench(["pytorch", "nonsense"], model=tmp_path / "toy.safetensors", size=30, runs=2, threads=1)
+    assert report.size == 32  # rounded up to a multiple of 2**depth
+    assert report.gflop == pytest.approx(count_gflop(CONFIG, 32, 32))
+    assert report.matmul_peak_gflops > 0 and report.threads == 1
+    ok, missing = report.results
+    assert ok.name == "pytorch" and not ok.error and "1 threads" in ok.detail
+    assert set(ok.ms_per_slice) == set(BATCHES) and all(v > 0 for v in ok.ms_per_slice.values())
+    for value in (ok.gflop_per_s, ok.peak_fraction, ok.cold_start_s, ok.peak_rss_mib):
+        assert math.isfinite(value) and value > 0
+    assert missing.name == "nonsense" and "unknown backend" in missing.error
+
+    text = to_markdown(report, "vne-inline bench --runs 2")
+    assert text.startswith("| backend | GFLOP/slice | ms/slice b=1 | ms/slice b=8 |")
+    assert "| nonsense | unavailable |" in text and "- CPU: " in text and "- torch: " in text
+    assert "Command: `vne-inline bench --runs 2`" in text
+    assert len(notes(report)) == 2 and to_table(report).row_count == 2

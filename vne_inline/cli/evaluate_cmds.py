@@ -1,0 +1,47 @@
+"""`vne-inline evaluate`: VNE vs LGE lesion burden on exam folders, written as a report with figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vne_inline.cli.app import app
+
+
+@app.command("evaluate")
+def evaluate_command(
+    exams: Annotated[Path, typer.Option("--exams", help="folder of patient folders (cine, T1 mapping, LGE files)",
+                                        exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="report folder: report.md, figures, CSV tables")],
+    model: Annotated[Path | None, typer.Option(help=".onnx or .safetensors model (default: the shipped weights)")] = None,
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, openvino, onnxruntime or pytorch")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads of the backend (default: all)")] = None,
+    contours: Annotated[Path | None, typer.Option(help="ROIs per patient and T1 slice (docs/contours.md); "
+                                                  "default: each exam's truth.h5", exists=True, file_okay=False)] = None,
+    examples: Annotated[int, typer.Option(min=0, help="patients shown as image montages")] = 3,
+) -> None:
+    """Run VNE through the inline core on every exam, match LGE onto the T1 grid, quantify lesion burden
+    (FWHM/FWQM/FWEM; VNE also at 35/20/10 %) and write the agreement statistics and figures."""
+    import importlib.util
+
+    from vne_inline.infer import BackendError, load_backend
+    from vne_inline.validate.evaluate import evaluate_exams
+    from vne_inline.validate.report import write_report
+    from vne_inline.validate.stats import PINGOUIN_HINT
+
+    if importlib.util.find_spec("pingouin") is None:
+        typer.echo(f"error: evaluate needs pingouin for the ICC: {PINGOUIN_HINT}", err=True)
+        raise typer.Exit(1)
+    try:
+        engine = load_backend(backend, model, threads)
+    except BackendError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    evaluation = evaluate_exams(exams, engine, contours, progress=typer.echo)
+    if not evaluation.patients:
+        typer.echo("error: no patient could be evaluated", err=True)
+        raise typer.Exit(1)
+    report = write_report(evaluation, out, examples)
+    typer.echo(f"{len(evaluation.patients)} patients evaluated; report: {report}")

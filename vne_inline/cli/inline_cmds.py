@@ -1,0 +1,190 @@
+"""`vne-inline replay` (ISMRMRD files through the inline core) and `vne-inline demo` (a synthetic exam end to end)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vne_inline.cli.app import app
+
+
+def _results_table(results) -> Table:
+    """One row per T1 slice report: file, slice, VNE made or skipped, why, cine match, time."""
+    table = Table(title="VNE per T1 slice")
+    for column in ("file", "T1 slice", "VNE", "reason", "cine match", "ms"):
+        table.add_column(column, justify="right" if column in ("T1 slice", "ms") else "left")
+    for result in results:
+        for r in result.reports:
+            match = "" if r.cine_cosine is None else f"{r.cine_distance_mm:.1f} mm, cos {r.cine_cosine:.3f}"
+            table.add_row(result.source.name, str(r.slice), "[green]made" if r.made else "[yellow]skipped",
+                          r.reason, match, "" if r.time_ms is None else f"{r.time_ms:.0f}")
+    return table
+
+
+def run_replay(files: Sequence[Path], out: Path, properties: dict[str, str], store: Path | None, backend=None):
+    """Replay `files` (one connection each) through one core (with `backend` if given); write `out`;
+    the per-file results. Without `store` a fresh temporary store is used, so replays are independent."""
+    from vne_inline.adapters.replay import replay_files, write_outputs
+    from vne_inline.core.pipeline import CoreConfig, InlineCore
+
+    with tempfile.TemporaryDirectory(prefix="vne-store-") as tmp:
+        config = CoreConfig.from_properties({**properties, "store_dir": str(store or tmp)})
+        results = replay_files(InlineCore(config, backend=backend), files)
+    write_outputs(out, results)
+    return results
+
+
+def _properties(model: Path | None, backend: str, threads: int | None, vne_series: int | None) -> dict[str, str]:
+    """CoreConfig properties; an empty value keeps the core's default."""
+    return {"model": str(model or ""), "backend": backend, "threads": str(threads or ""),
+            "vne_series_index": "" if vne_series is None else str(vne_series)}
+
+
+def _quiet_core_logs(verbose: bool) -> None:
+    """The table already says why a slice was skipped; core warnings are shown with --verbose only."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+ModelOption = Annotated[Path | None, typer.Option(help="Model (.onnx; .safetensors for pytorch); "
+                                                  "default: the shipped weights.")]
+BackendOption = Annotated[str, typer.Option(help="tensorrt | openvino | onnxruntime | pytorch | auto.")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads for inference (default: all).")]
+SeriesOption = Annotated[int | None, typer.Option(min=0, max=65535, help="image_series_index of the VNE images "
+                                                  "(default 99).")]
+VerboseOption = Annotated[bool, typer.Option(help="Show the core's log lines.")]
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
+                                                help="ISMRMRD files, one per connection, replayed in this order.")],
+    out: Annotated[Path, typer.Option(help="Output ISMRMRD file: every output image, groups image_<series>.")],
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    threads: ThreadsOption = None,
+    store: Annotated[Path | None, typer.Option(help="Per-study slice store to use (and keep); "
+                                               "default: a fresh temporary one.")] = None,
+    vne_series: SeriesOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Replay ISMRMRD files through the inline core, as the scanner would stream them, and show per T1
+    slice whether a VNE was made and why not."""
+    _quiet_core_logs(verbose)
+    try:
+        results = run_replay(files, out, _properties(model, backend, threads, vne_series), store)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console = Console()
+    console.print(_results_table(results))
+    made = sum(r.made for result in results for r in result.reports)
+    console.print(f"{sum(len(r.outputs) for r in results)} images ({made} VNE) written to {out}")
+
+
+# ---------------------------------------------------------------------------- demo
+def _demo_slices(exam_dir: Path, results):
+    """Per T1 slice: T1 map, VNE, LGE resampled onto the T1 grid (None without a match) and the truth masks."""
+    from vne_inline.adapters.exam_files import read_exam
+    from vne_inline.core.match import Match, find_match, resample_onto
+    from vne_inline.synth.truth import read_truth
+    from vne_inline.viz.demo_figure import DemoSlice
+
+    exam = read_exam(exam_dir, files=[exam_dir / "t1map.h5", exam_dir / "lge.h5"])
+    truth = {t.slice: t for t in read_truth(exam_dir / "truth.h5")}
+    vne = {r.slice: r.pixels for result in results for r in result.outputs if r.meta_str("DataRole") == "VNE"}
+    lge_by_key = {g.key: g for g in exam.lge}
+    out = []
+    for t1 in exam.t1:
+        if t1.slice not in vne:
+            continue
+        match = find_match(t1.geometry, [(g.key, g.geometry) for g in exam.lge])
+        lge = None
+        if isinstance(match, Match):
+            source = lge_by_key[match.key]
+            try:
+                lge = resample_onto(t1.geometry, source.image, source.geometry).data
+            except ValueError:
+                lge = None
+        t = truth.get(t1.slice)
+        masks = {} if t is None else {name: getattr(t, name) for name in
+                                      ("myocardium", "lesion_hyperintense", "lesion_intermediate", "remote", "blood")}
+        out.append((DemoSlice(t1.slice, t1.t1_ms, vne[t1.slice], lge, masks), float(np.prod(t1.geometry.pixel_spacing))))
+    return out
+
+
+def _burden_table(slices) -> Table:
+    """Patient lesion burden (% of LV myocardium) by threshold: truth, LGE, VNE, VNE at the adjusted fractions."""
+    from vne_inline.quantify import LGE_FRACTIONS, VNE_ADJUSTED_FRACTIONS, burdens, patient_burden
+
+    usable = [(s, area) for s, area in slices if s.lge is not None and s.masks
+              and s.masks["remote"].any() and s.masks["blood"].any()]
+    table = Table(title=f"Lesion burden, % of LV myocardium ({len(usable)} slices)")
+    for column in ("threshold", "LGE", "VNE", "VNE (adjusted)"):
+        table.add_column(column, justify="left" if column == "threshold" else "right")
+    if not usable:
+        return table
+    truth_px = sum(int((s.masks["lesion_hyperintense"] | s.masks["lesion_intermediate"]).sum()) for s, _ in usable)
+    myo_px = sum(int(s.masks["myocardium"].sum()) for s, _ in usable)
+
+    def per_patient(image_of, fractions):
+        per_slice = [burdens(image_of(s), s.masks["myocardium"], s.masks["remote"], s.masks["blood"], fractions, area)
+                     for s, area in usable]
+        return {name: patient_burden([b[name] for b in per_slice]) for name in fractions}
+
+    lge = per_patient(lambda s: s.lge, LGE_FRACTIONS)
+    vne = per_patient(lambda s: s.vne, LGE_FRACTIONS)
+    adjusted = per_patient(lambda s: s.vne, VNE_ADJUSTED_FRACTIONS)
+    for name in LGE_FRACTIONS:
+        table.add_row(f"{name} ({LGE_FRACTIONS[name]:g} / adj. {VNE_ADJUSTED_FRACTIONS[name]:g})",
+                      f"{lge[name]:.1f}", f"{vne[name]:.1f}", f"{adjusted[name]:.1f}")
+    table.add_row("ground truth (lesion masks)", f"{100 * truth_px / myo_px:.1f}", "", "")
+    return table
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("vne-demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic patient.")] = 0,
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    threads: ThreadsOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """One synthetic HCM exam end to end: cine and T1 mapping replayed through the inline core with the
+    shipped model; writes the VNE ISMRMRD file, a PNG montage (T1 map, VNE, LGE, true lesion outlines)
+    and prints the lesion burdens of VNE vs LGE. Synthetic-trained default weights: not for clinical use."""
+    from vne_inline.infer import BackendError, load_backend
+    from vne_inline.synth.exam import generate_patient
+    from vne_inline.viz.demo_figure import montage
+
+    _quiet_core_logs(verbose)
+    console = Console()
+    started = time.perf_counter()
+    try:
+        loaded = load_backend(backend, None if model is None else str(model), threads)
+    except BackendError as exc:
+        hint = "" if model else (" The shipped default model is not built yet: train one (vne-inline train) "
+                                 "and export it, or pass --model.")
+        console.print(f"[red]No model to run: {exc}.{hint}", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(f"model {loaded.config.name} ({loaded.config.trained_on}-trained) on {loaded.name}")
+    exam_dir = generate_patient(out / "exam", seed, 0).directory
+    console.print(f"synthetic exam written to {exam_dir}")
+    results = run_replay([exam_dir / "cine.h5", exam_dir / "t1map.h5"], out / "vne.h5",
+                         _properties(model, backend, threads, None), None, backend=loaded)
+    console.print(_results_table(results))
+    slices = _demo_slices(exam_dir, results)
+    figure = montage([s for s, _ in slices], out / "demo.png",
+                     f"VNE demo, synthetic patient (seed {seed}); model {loaded.config.name}: "
+                     f"{loaded.config.trained_on}-trained, not for clinical use")
+    console.print(_burden_table(slices))
+    console.print(f"VNE images: {out / 'vne.h5'}; montage: {figure}; {time.perf_counter() - started:.0f} s")

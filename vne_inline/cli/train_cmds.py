@@ -1,0 +1,101 @@
+"""`vne-inline train`: GAN training of the generator on a triplets.h5 file (torch imported when run).
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node N "$(command -v vne-inline)" train ...``; the
+process group comes from torchrun's environment and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vne_inline.cli.app import app
+from vne_inline.modelspec import ModelConfig
+
+_DEFAULT = ModelConfig()
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="triplets.h5 from `vne-inline prepare`", exists=True, dir_okay=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="run folder: checkpoint, generator weights, metrics")],
+    resume: Annotated[
+        bool, typer.Option(help="continue from <out>/checkpoint.safetensors (its config and seed)")
+    ] = False,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="total epochs (a resumed run counts the finished ones)")
+    ] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="crops per step and process")] = 8,
+    crop_size: Annotated[int, typer.Option(min=16, help="heart-centred square crop, pixels")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (both networks)")] = 2e-4,
+    lambda_adv: Annotated[float, typer.Option(help="weight of the LSGAN generator term")] = 1.0,
+    lambda_l1: Annotated[float, typer.Option(help="weight of the pixel L1 term")] = 100.0,
+    lambda_fm: Annotated[float, typer.Option(help="weight of discriminator feature matching")] = 10.0,
+    lambda_ssim: Annotated[float, typer.Option(help="weight of (1 - MS-SSIM)")] = 10.0,
+    disc_width: Annotated[int, typer.Option(min=1, help="PatchGAN base width")] = 32,
+    base_width: Annotated[int, typer.Option(min=1, help="U-Net base width")] = _DEFAULT.base_width,
+    depth: Annotated[
+        int, typer.Option(min=1, help="U-Net levels (H, W padded to 2**depth)")
+    ] = _DEFAULT.depth,
+    cine_frames: Annotated[
+        int, typer.Option(min=1, help="F: cine frames per cycle")
+    ] = _DEFAULT.n_cine_frames,
+    ir_images: Annotated[int, typer.Option(min=1, help="K: IR images")] = _DEFAULT.n_ir_images,
+    fusion_width: Annotated[int, typer.Option(min=1, help="fusion block width")] = _DEFAULT.fusion_width,
+    name: Annotated[str, typer.Option(help="model name stored with the weights")] = _DEFAULT.name,
+    trained_on: Annotated[
+        str, typer.Option(help="training data label stored with the weights")
+    ] = _DEFAULT.trained_on,
+    seed: Annotated[int, typer.Option(help="seed of the split, initialisation and augmentation")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="fraction of patients held out for validation")] = 0.1,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: default)")] = 0,
+    max_steps_per_epoch: Annotated[
+        int, typer.Option(min=0, help="cap on steps per epoch (0: whole epoch)")
+    ] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="data-loader worker processes")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    fp16: Annotated[bool, typer.Option(help="store generator.safetensors in float16")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train the VNE generator (conditional GAN) on matched native/LGE slices."""
+    from vne_inline.model.losses import LossWeights
+    from vne_inline.train.loop import GENERATOR_NAME, TrainOptions, train
+
+    config = ModelConfig(
+        n_cine_frames=cine_frames,
+        n_ir_images=ir_images,
+        base_width=base_width,
+        depth=depth,
+        fusion_width=fusion_width,
+        trained_on=trained_on,
+        name=name,
+    )
+    options = TrainOptions(
+        epochs=epochs,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        lr=lr,
+        weights=LossWeights(lambda_adv, lambda_l1, lambda_fm, lambda_ssim),
+        disc_width=disc_width,
+        seed=seed,
+        threads=threads,
+        max_steps_per_epoch=max_steps_per_epoch,
+        device=device,
+        val_fraction=val_fraction,
+        workers=workers,
+        fp16_weights=fp16,
+        progress=progress,
+    )
+    try:
+        history = train(data, out, config, options, resume=resume)
+    except ValueError as exc:
+        typer.echo(f"train: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if history and os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{len(history)} epochs, {history[-1]['step']} steps; weights: {out / GENERATOR_NAME}")

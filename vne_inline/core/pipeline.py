@@ -1,0 +1,370 @@
+"""The inline core: one :class:`InlineCore` per process, one :class:`Session` per connection (scan).
+
+Every adapter (Gadgetron gadget, MRD server, offline replay) is a thin loop::
+
+    core = InlineCore(CoreConfig.from_properties(props))
+    session = core.open_session(header_xml)
+    for record in images:
+        send(session.feed(record))     # the input itself first (unchanged), then any VNE made
+    send(session.close())              # VNE of slices completed at close
+
+Per image: classify (:mod:`core.roles`); cine frames are buffered per slice until all announced
+phases are in (else until close) and then written to the per-study store; a T1 slice is complete
+when its map and its IR images are in (the header's announced ``set`` count, else at close), is
+written to the store and gets its VNE: closest cine slice in the store (:func:`find_match`),
+resampled onto the T1 grid, normalised, inferred, emitted. A cine slice that completes later (on
+a later connection) makes the VNE of every still pending T1 slice it matches. Each T1 slice gets at
+most one VNE per study. A slice that cannot be made is logged once with the reason and reported in
+:attr:`Session.reports`; inputs always pass through and nothing raises out of ``feed``/``close``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import ismrmrd.xsd as xsd
+import numpy as np
+
+from vne_inline.core.emit import vne_record
+from vne_inline.core.match import MatchCriteria, NoMatch, find_match, resample_onto
+from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
+from vne_inline.core.roles import Role, RoleRules, classify
+from vne_inline.core.slices import CineSlice, T1Slice, cine_slices, same_plane, t1_slices
+from vne_inline.core.store import SliceStore, StudyStore, default_store_dir
+from vne_inline.io.header import ExamHeader, parse_header
+from vne_inline.io.records import ImageRecord
+
+__all__ = ["CoreConfig", "InlineCore", "Session", "SliceReport", "DEFAULT_VNE_SERIES", "PROPERTIES", "announced_sets"]
+
+log = logging.getLogger("vne_inline.core.pipeline")
+
+#: Default `image_series_index` of the VNE images: clear of the scanner's own series numbers
+#: (the synthetic exams use 1-4) and of Gadgetron's usual 1-50 range.
+DEFAULT_VNE_SERIES = 99
+
+
+# ---------------------------------------------------------------------------- configuration
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _cosine(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError("must be in (0, 1]")
+    return value
+
+
+def _backend_name(text: str) -> str:
+    from vne_inline.infer.select import BACKENDS  # names only: no runtime is imported
+
+    if text not in ("auto", *BACKENDS):
+        raise ValueError(f"choose from auto, {', '.join(BACKENDS)}")
+    return text
+
+
+def _int_in(low: int, high: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be an integer in [{low}, {high}]")
+        return value
+
+    return parse
+
+
+#: Property name -> parser of its text value (ValueError on a bad value).
+PROPERTIES = {
+    "store_dir": Path, "expiry_h": _positive_float, "vne_series_index": _int_in(0, 65535),
+    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024),
+    "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
+    "min_cosine": _cosine, "max_distance_mm": _positive_float,
+}
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Inline core settings. `store_dir` defaults to ``$VNE_INLINE_STORE`` or ``~/.cache/vne-inline/store``;
+    `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default."""
+
+    rules: RoleRules = field(default_factory=RoleRules)
+    store_dir: Path = field(default_factory=default_store_dir)
+    expiry_h: float = 24.0
+    vne_series_index: int = DEFAULT_VNE_SERIES
+    criteria: MatchCriteria = field(default_factory=MatchCriteria)
+    backend: str = "auto"
+    model: Path | None = None
+    threads: int | None = None
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str]) -> CoreConfig:
+        """From string properties (Gadgetron ``<property>`` elements, MRD JSON parameters).
+
+        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``,
+        ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
+        ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``. Empty values keep the default.
+        Raises ValueError naming the key for an unknown key or a bad value.
+        """
+        unknown = sorted(set(props) - set(PROPERTIES))
+        if unknown:
+            raise ValueError(f"unknown VNE properties {unknown}; known: {sorted(PROPERTIES)}")
+        values = {}
+        for key, text in props.items():
+            text = str(text).strip()
+            if not text:
+                continue
+            try:
+                values[key] = PROPERTIES[key](text)
+            except ValueError as exc:
+                raise ValueError(f"VNE property {key}={text!r}: {exc}") from exc
+        try:
+            rules = RoleRules.from_strings(values.pop("series_roles", None), values.pop("role_patterns", None),
+                                           values.pop("min_cine_phases", RoleRules().min_cine_phases))
+        except ValueError as exc:
+            raise ValueError(f"VNE role properties: {exc}") from exc
+        defaults = MatchCriteria()
+        criteria = MatchCriteria(values.pop("min_cosine", defaults.min_cosine),
+                                 values.pop("max_distance_mm", defaults.max_distance_mm))
+        return replace(cls(), rules=rules, criteria=criteria, **values)
+
+
+@dataclass(frozen=True)
+class SliceReport:
+    """What happened to one T1 slice: VNE made or not and why; the cine match; time to VNE (ms)."""
+
+    slice: int
+    made: bool
+    reason: str
+    cine_distance_mm: float | None = None
+    cine_cosine: float | None = None
+    time_ms: float | None = None
+
+    def line(self) -> str:
+        """One log line (no patient data)."""
+        match = "" if self.cine_cosine is None else f" [cine {self.cine_distance_mm:.1f} mm, cos {self.cine_cosine:.3f}]"
+        timing = "" if self.time_ms is None else f" [{self.time_ms:.0f} ms]"
+        return f"T1 slice {self.slice}: {'VNE made' if self.made else 'no VNE'}: {self.reason}{match}{timing}"
+
+
+class _Skip(Exception):
+    """A VNE cannot be made; the message is the one-line reason."""
+
+
+# ---------------------------------------------------------------------------- the core
+class InlineCore:
+    """Shared per process: configuration, store, and the backend (loaded lazily once, unless injected).
+    Several sessions may run in threads at once; inference is serialised by a lock."""
+
+    def __init__(self, config: CoreConfig | None = None, backend=None) -> None:
+        self.config = config or CoreConfig()
+        self.store = SliceStore(self.config.store_dir, self.config.expiry_h)
+        self._backend = backend
+        self._backend_error: str | None = None
+        self._load_lock = threading.Lock()
+        self._infer_lock = threading.Lock()
+
+    def open_session(self, header_xml: str | bytes | None) -> Session:
+        """A session for one connection; purges expired store entries first."""
+        self.store.purge()
+        return Session(self, header_xml)
+
+    def backend(self):
+        """The inference backend, loaded on first use; raises _Skip with the reason if unavailable."""
+        with self._load_lock:
+            if self._backend is None and self._backend_error is None:
+                from vne_inline.infer import BackendError, load_backend
+
+                c = self.config
+                try:
+                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads)
+                    log.info("VNE backend %s loaded", self._backend.name)
+                except BackendError as exc:
+                    self._backend_error = str(exc)
+            if self._backend is None:
+                raise _Skip(f"backend unavailable: {self._backend_error}")
+            return self._backend
+
+    def infer(self, inputs: ModelInputs) -> np.ndarray:
+        """The network output (H, W) for one slice; raises _Skip('model error: ...') on failure."""
+        from vne_inline.infer import predict
+
+        backend = self.backend()
+        with self._infer_lock:
+            try:
+                return predict(backend, [inputs])[0]
+            except Exception as exc:  # any backend failure is a per-slice skip, never a crash
+                raise _Skip(f"model error: {type(exc).__name__}: {exc}") from exc
+
+
+def announced_sets(header_xml: str | bytes | None) -> int:
+    """Number of IR images per T1 slice announced by the header's ``set`` limit (1 when absent)."""
+    try:
+        xml = header_xml.decode("utf-8", "replace") if isinstance(header_xml, bytes) else header_xml
+        h = xsd.CreateFromDocument(xml.rstrip("\0"))
+        return int(h.encoding[0].encodingLimits.set.maximum) + 1
+    except Exception:  # absent, garbage or partial headers all mean "not announced"
+        return 1
+
+
+# ---------------------------------------------------------------------------- one connection
+class Session:
+    """One connection: feeds images in, returns them (plus any VNE) out. Not shared between threads."""
+
+    def __init__(self, core: InlineCore, header_xml: str | bytes | None) -> None:
+        self._core = core
+        self._config = core.config
+        try:
+            header = parse_header(header_xml)
+        except ValueError:  # the parser's message may quote header content: not logged
+            log.warning("session header is missing or not valid ISMRMRD XML; using defaults")
+            header = ExamHeader()
+        key = header.study_key
+        self._ephemeral = key is None
+        if key is None:
+            key = f"session-{uuid.uuid4().hex}"
+            log.warning("header has no StudyInstanceUID or FrameOfReferenceUID: cine and T1 mapping on "
+                        "different connections cannot be matched (per-session store)")
+        self._study: StudyStore = core.store.study(key)
+        self.n_phases = header.n_phases
+        self.n_sets = announced_sets(header_xml)
+        self._cine: dict[tuple[int, int], dict[int, ImageRecord]] = {}
+        self._maps: list[ImageRecord] = []
+        self._ir: list[ImageRecord] = []
+        self.reports: list[SliceReport] = []
+
+    # ------------------------------------------------------------------ public
+    def feed(self, record: ImageRecord) -> list[ImageRecord]:
+        """The input itself (unchanged) first, then any VNE images it completed."""
+        out = [record]
+        try:
+            out += self._route(record)
+        except Exception:  # never break the image stream; the traceback names code, not data
+            log.exception("image (series %d, slice %d) not processed for VNE", record.series_index, record.slice)
+        return out
+
+    def close(self) -> list[ImageRecord]:
+        """VNE images of the slices that complete at the end of the connection."""
+        out: list[ImageRecord] = []
+        try:
+            for key in list(self._cine):
+                out += self._finish_cine(key)
+            out += self._complete_t1(final=True)
+        except Exception:
+            log.exception("session close failed for VNE")
+        finally:
+            if self._ephemeral:
+                self._study.remove()
+        return out
+
+    # ------------------------------------------------------------------ routing
+    def _route(self, record: ImageRecord) -> list[ImageRecord]:
+        role = classify(record, self._config.rules, self.n_phases)
+        if role is Role.CINE:
+            key = (record.series_index, record.slice)
+            self._cine.setdefault(key, {})[record.phase] = record
+            if self.n_phases > 1 and len(self._cine[key]) >= self.n_phases:
+                return self._finish_cine(key)
+        elif role is Role.IR:
+            self._ir.append(record)
+            return self._complete_t1(final=False)
+        elif role is Role.T1MAP:
+            self._maps.append(record)
+            return self._complete_t1(final=False)
+        return []
+
+    def _finish_cine(self, key: tuple[int, int]) -> list[ImageRecord]:
+        """Store a complete cine slice, then make the VNE of pending T1 slices it matches."""
+        started = time.perf_counter()
+        records = self._cine.pop(key)
+        try:
+            (cine,) = cine_slices(records.values())
+        except ValueError as exc:
+            log.warning("cine slice %d not stored: %s", key[1], exc)
+            return []
+        c = self._config.criteria
+        with self._study.locked():
+            self._study.put_cine(cine)
+            pending = [k for k, g in self._study.pending_t1()
+                       if g.compare(cine.geometry).accepted(c.min_cosine, c.max_distance_mm)]
+        return [vne for t1_id in pending for vne in self._make(t1_id, None, started)]
+
+    def _complete_t1(self, final: bool) -> list[ImageRecord]:
+        """Finish every T1 map whose IR images are all in (all maps when `final`)."""
+        expected = max(self.n_sets, MIN_IR_IMAGES)
+        out = []
+        for m in list(self._maps):
+            mine = [r for r in self._ir if same_plane(m.geometry, r.geometry)]
+            if final or (self.n_sets > 1 and len(mine) >= expected):
+                self._maps.remove(m)
+                self._ir = [r for r in self._ir if not any(r is x for x in mine)]
+                out += self._finish_t1(m, mine)
+        return out
+
+    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord]) -> list[ImageRecord]:
+        started = time.perf_counter()
+        try:
+            (t1,) = t1_slices([t1_map], ir)
+        except ValueError as exc:
+            self._report(SliceReport(t1_map.slice, False, f"incomplete T1 slice: {exc}"))
+            return []
+        return self._make(self._study.put_t1(t1), t1, started)
+
+    # ------------------------------------------------------------------ making one VNE
+    def _make(self, t1_id: str, t1: T1Slice | None, started: float) -> list[ImageRecord]:
+        """Claim T1 slice `t1_id` and make its VNE; [] if it is made elsewhere or cannot be made."""
+        with self._study.locked():
+            if not self._study.claim_vne(t1_id):
+                return []
+            if t1 is None:
+                t1 = self._study.t1(t1_id)
+            match = find_match(t1.geometry, self._study.cine_geometries(), self._config.criteria)
+            if isinstance(match, NoMatch):
+                self._study.release_vne(t1_id)
+                self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}"))
+                return []
+        plane = match.plane
+        try:
+            cine = self._study.cine(match.key)
+            vne = self._infer(t1, cine)
+        except Exception as exc:  # a skip reason, or an unexpected failure reported the same way
+            self._study.release_vne(t1_id)
+            if not isinstance(exc, _Skip):
+                log.debug("unexpected VNE failure", exc_info=True)
+            reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
+            self._report(SliceReport(t1.slice, False, reason, plane.distance_mm, plane.cosine))
+            return []
+        self._study.mark_vne_made(t1_id)
+        elapsed = 1000.0 * (time.perf_counter() - started)
+        source = f"from cine series {cine.key[0]} slice {cine.key[1]}"
+        self._report(SliceReport(t1.slice, True, source, plane.distance_mm, plane.cosine, elapsed))
+        return [vne]
+
+    def _infer(self, t1: T1Slice, cine: CineSlice) -> ImageRecord:
+        try:
+            cine_on_t1 = resample_onto(t1.geometry, cine.frames, cine.geometry).data
+        except ValueError as exc:
+            raise _Skip(f"cine not usable: {exc}") from exc
+        backend = self._core.backend()
+        try:
+            inputs = prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
+        except ValueError as exc:
+            raise _Skip(f"bad input: {exc}") from exc
+        output = self._core.infer(inputs)
+        try:
+            return vne_record(t1.map_record, output, self._config.vne_series_index, backend.config)
+        except ValueError as exc:
+            raise _Skip(f"model error: {exc}") from exc
+
+    def _report(self, report: SliceReport) -> None:
+        self.reports.append(report)
+        (log.info if report.made else log.warning)(report.line())
+

@@ -1,0 +1,329 @@
+"""Inference speed per backend (`vne-inline bench`).
+
+Per backend: model GFLOP per slice, median ms per slice at batch 1 and 8, achieved GFLOP/s at batch 1
+and its share of a matrix-multiply peak measured in the same run (numpy float32 2048 x 2048 matmul,
+same thread count, best of several, in a fresh process), cold start (import + load + first slice in a
+fresh process) and that process's peak resident memory. With a CUDA GPU and torch, the row
+``pytorch-cuda-fp16`` (float16 weights, CUDA graphs) stands in for TensorRT where no engine exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from vne_inline.infer.base import BackendError, default_threads, model_file
+from vne_inline.infer.onnx_meta import read_metadata, read_onnx_config
+from vne_inline.infer.select import BACKENDS, load_backend
+from vne_inline.modelspec import ModelConfig, read_config
+
+__all__ = ["BATCHES", "CUDA_STANDIN", "BackendResult", "BenchReport", "notes", "run_bench", "to_markdown", "to_table"]
+
+#: Batch sizes timed for every backend.
+BATCHES = (1, 8)
+#: Name of the PyTorch CUDA float16 + CUDA graphs row (TensorRT stand-in).
+CUDA_STANDIN = "pytorch-cuda-fp16"
+_GPU_ROWS = ("tensorrt", CUDA_STANDIN)
+_MATMUL_N = 2048
+
+
+@dataclass
+class BackendResult:
+    """One backend's numbers (ms per slice by batch size); `error` set when it could not be loaded."""
+
+    name: str
+    detail: str = ""
+    ms_per_slice: dict[int, float] = field(default_factory=dict)
+    gflop_per_s: float = float("nan")
+    peak_fraction: float = float("nan")
+    cold_start_s: float = float("nan")
+    peak_rss_mib: float = float("nan")
+    error: str = ""
+
+
+@dataclass
+class BenchReport:
+    """A whole bench run: settings, the model's GFLOP per slice, the matmul peak (GFLOP/s), machine facts."""
+
+    size: int
+    threads: int
+    runs: int
+    gflop: float
+    matmul_peak_gflops: float
+    machine: dict[str, str]
+    results: list[BackendResult]
+
+
+# ---------------------------------------------------------------------------------------- measurements
+def gflop_per_slice(config: ModelConfig, model: str | Path | None, size: int) -> float:
+    """Forward GFLOP for one size x size slice: ``count_gflop`` with torch, else the value the export stored."""
+    try:
+        from vne_inline.model.generator import count_gflop
+    except ImportError:
+        stored = read_metadata(model_file(model, ".onnx")).get("vne_gflop_256")
+        return float(stored) * (size / 256) ** 2 if stored else float("nan")
+    return count_gflop(config, size, size)
+
+
+def _matmul_env(threads: int) -> dict[str, str]:
+    """Thread limits for BLAS; OpenBLAS's AVX-512 kernels on CPUs that have them (OpenBLAS picks its
+    AVX2 kernels on CPUs it does not know, e.g. AMD Zen 5, halving the peak)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    flags = _cpu_field("flags").split()
+    if "OPENBLAS_CORETYPE" not in env and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
+        env["OPENBLAS_CORETYPE"] = "SkylakeX"
+    return env
+
+
+def matmul_gflops(n: int = _MATMUL_N, repeats: int = 7) -> float:
+    """Best float32 n x n matmul speed (GFLOP/s) in this process."""
+    a, b = (np.random.default_rng(i).random((n, n), dtype=np.float32) for i in (0, 1))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def matmul_peak(threads: int) -> float:
+    """:func:`matmul_gflops` in a fresh process limited to `threads` BLAS threads."""
+    code = "from vne_inline.infer.bench import matmul_gflops; print(matmul_gflops())"
+    out = subprocess.run([sys.executable, "-c", code], env=_matmul_env(threads), capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _random_batch(config: ModelConfig, batch: int, size: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    channels = {"cine": config.n_cine_frames, "ir": config.n_ir_images, "t1": 1}
+    return {name: rng.random((batch, c, size, size), dtype=np.float32) for name, c in channels.items()}
+
+
+def time_backend(backend, size: int, batch: int, runs: int) -> float:
+    """Median ms per slice of `backend.run` on random (batch, C, size, size) inputs, after 2 warm-up runs."""
+    inputs = _random_batch(backend.config, batch, size)
+    times = []
+    for i in range(runs + 2):
+        start = time.perf_counter()
+        backend.run(inputs)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000 / batch
+
+
+_COLD_START = """
+import time
+start = time.perf_counter()
+import json, sys
+import numpy as np
+from vne_inline.core.normalise import ModelInputs
+from vne_inline.infer import load_backend, predict
+name, model, threads, size = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
+backend = load_backend(name, model, threads)
+c = backend.config
+rng = np.random.default_rng(0)
+item = ModelInputs(*(rng.random((n, size, size), dtype=np.float32) for n in (c.n_cine_frames, c.n_ir_images, 1)))
+predict(backend, [item])
+seconds = time.perf_counter() - start
+try:  # this process's own peak; ru_maxrss would carry over the parent's peak through fork + exec
+    with open("/proc/self/status") as status:
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 2**10
+except OSError:
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+print(json.dumps({"seconds": seconds, "rss_mib": rss}))
+"""
+
+
+def cold_start(name: str, model: str | Path | None, threads: int, size: int) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of import + load + one size x size slice in a fresh Python process
+    (interpreter start-up excluded)."""
+    args = [sys.executable, "-c", _COLD_START, name, str(model or ""), str(threads), str(size)]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines() or ["no output"]
+        raise BackendError(f"cold-start process failed: {lines[-1]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["rss_mib"]
+
+
+def _cuda_standin(model: str | Path | None, size: int, runs: int) -> BackendResult:
+    """PyTorch float16 on the GPU with CUDA graphs; ms per slice from CUDA events."""
+    import torch
+
+    from vne_inline.model.generator import load_weights
+
+    net = load_weights(model_file(model, ".safetensors"), "cuda").half()
+    result = BackendResult(CUDA_STANDIN, f"torch {torch.__version__}, {torch.cuda.get_device_name()}, fp16, CUDA graphs")
+    for batch in BATCHES:
+        static = [torch.from_numpy(a).to("cuda", torch.float16) for a in _random_batch(net.config, batch, size).values()]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode():
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    net(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                net(*static)
+        times = []
+        for _ in range(runs):
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        result.ms_per_slice[batch] = float(np.median(times)) / batch
+    result.detail += f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB GPU memory at most"
+    return result
+
+
+def _bench_one(name: str, model: str | Path | None, size: int, runs: int, threads: int) -> BackendResult:
+    if name == CUDA_STANDIN:
+        return _cuda_standin(model, size, runs)
+    backend = load_backend(name, model, threads)
+    result = BackendResult(name, backend.detail)
+    for batch in BATCHES:
+        result.ms_per_slice[batch] = time_backend(backend, size, batch, runs)
+    result.cold_start_s, result.peak_rss_mib = cold_start(name, model, threads, size)
+    return result
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------------------- machine facts
+def _cpu_field(key: str) -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine_facts(threads: int) -> dict[str, str]:
+    """CPU model, CPUs, threads used, load average, OS, Python and runtime versions."""
+    facts = {
+        "CPU": _cpu_field("model name") or platform.processor() or platform.machine(),
+        "CPUs available": str(default_threads()),
+        "threads used": str(threads),
+        "load average (1 min) at start": f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+    }
+    for package in ("numpy", "onnxruntime", "openvino", "torch", "tensorrt"):
+        try:
+            facts[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            facts[package] = "not installed"
+    return facts
+
+
+# ---------------------------------------------------------------------------------------- the run
+def run_bench(backends: list[str] | None = None, model: str | Path | None = None, size: int = 256,
+              runs: int = 20, threads: int | None = None) -> BenchReport:
+    """Benchmark `backends` (default: every backend, plus the CUDA stand-in when torch sees a GPU).
+
+    `size` is rounded up to the model's size multiple. A backend that cannot be loaded gets a row
+    with its one-line reason instead of numbers.
+    """
+    threads = threads or default_threads()
+    names = backends or [*BACKENDS, *([CUDA_STANDIN] if _cuda_available() else [])]
+    facts = machine_facts(threads)
+    config = _config(model)
+    size = -(-size // config.size_multiple) * config.size_multiple
+    gflop = gflop_per_slice(config, model, size)
+    peak = matmul_peak(threads)
+    results = []
+    for name in names:
+        try:
+            result = _bench_one(name, model, size, runs, threads)
+        except Exception as exc:  # report any failure as the row's reason, keep benchmarking the rest
+            results.append(BackendResult(name, error=(str(exc).strip().splitlines() or [type(exc).__name__])[0]))
+            continue
+        result.gflop_per_s = gflop / (result.ms_per_slice[1] / 1000)
+        if name not in _GPU_ROWS:
+            result.peak_fraction = result.gflop_per_s / peak
+        results.append(result)
+    return BenchReport(size, threads, runs, gflop, peak, facts, results)
+
+
+def _config(model: str | Path | None) -> ModelConfig:
+    """The model's configuration from its ONNX file, else from its safetensors weights."""
+    try:
+        return read_onnx_config(model_file(model, ".onnx"))
+    except BackendError:
+        return read_config(model_file(model, ".safetensors"))
+
+
+# ---------------------------------------------------------------------------------------- output
+_HEADERS = ("backend", "GFLOP/slice", "ms/slice b=1", "ms/slice b=8", "GFLOP/s b=1", "matmul peak",
+            "cold start s", "peak RSS MiB")
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"  # NaN -> "-"
+
+
+def _rows(report: BenchReport) -> list[tuple[str, ...]]:
+    rows = []
+    for r in report.results:
+        if r.error:
+            rows.append((r.name, "unavailable", *["-"] * (len(_HEADERS) - 2)))
+            continue
+        share = "-" if r.peak_fraction != r.peak_fraction else f"{100 * r.peak_fraction:.0f} %"
+        rows.append((r.name, _fmt(report.gflop, 2), *(_fmt(r.ms_per_slice[b]) for b in BATCHES),
+                     _fmt(r.gflop_per_s, 0), share, _fmt(r.cold_start_s, 2), _fmt(r.peak_rss_mib, 0)))
+    return rows
+
+
+def _caption(report: BenchReport) -> str:
+    return (f"{report.size} x {report.size} slices, {report.threads} threads, median of {report.runs} runs; "
+            f"matmul peak {report.matmul_peak_gflops:.0f} GFLOP/s (numpy float32 {_MATMUL_N}^2, best of 7)")
+
+
+def notes(report: BenchReport) -> list[str]:
+    """One line per backend: its runtime details, or why it is unavailable."""
+    return [f"{r.name}: {'unavailable: ' + r.error if r.error else r.detail}" for r in report.results]
+
+
+def to_table(report: BenchReport):
+    """The report as a rich Table (print :func:`notes` with it)."""
+    from rich.table import Table
+
+    table = Table(*_HEADERS, title="vne-inline bench", caption=_caption(report))
+    for row in _rows(report):
+        table.add_row(*row)
+    return table
+
+
+def to_markdown(report: BenchReport, command: str = "") -> str:
+    """The report as Markdown: the table, one line per backend, and the machine facts."""
+    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + " --- |" * len(_HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    lines += ["", _caption(report) + ".", ""]
+    lines += [f"- {line}" for line in notes(report)]
+    lines += ["", "Machine:", ""] + [f"- {key}: {value}" for key, value in report.machine.items()]
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,45 @@
+"""ONNX Runtime on the CPU: the backend every install has."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from vne_inline.infer.base import OUTPUT_NAME, BackendError, check_batch, default_threads
+from vne_inline.infer.onnx_meta import read_onnx_config
+
+__all__ = ["OnnxRuntimeBackend"]
+
+
+class OnnxRuntimeBackend:
+    """An ONNX model in an ONNX Runtime CPU session: `threads` intra-op threads (default: the CPUs
+    this process may use), one inter-op thread, sequential execution, all graph optimisations."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError(f"onnxruntime is not installed ({exc})") from exc
+        path = Path(path)
+        threads = threads or default_threads()
+        try:
+            self.config = read_onnx_config(path)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3  # errors only
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BackendError(f"onnxruntime cannot load {path.name}: {str(exc).splitlines()[0]}") from exc
+        self.detail = f"onnxruntime {ort.__version__}, CPU, {threads} threads, {path.name}"
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Padded inputs (B, C, Hp, Wp) -> output (B, 1, Hp, Wp) float32."""
+        (output,) = self._session.run([OUTPUT_NAME], check_batch(batch, self.config))
+        return output

@@ -1,0 +1,271 @@
+"""Evaluate VNE against LGE on exam directories: the same inline core, then lesion burden per slice.
+
+Per patient directory (one ISMRMRD file per scan; ``truth.h5`` for synthetic exams):
+
+1. VNE: the cine files, then the T1-mapping files, are replayed through :class:`InlineCore` as
+   separate connections (as the scanner sends them), with a fresh temporary slice store.
+2. LGE: the LGE slice matching each T1 slice (cosine > 0.9, < 4 mm; :func:`core.match.find_match`)
+   is resampled onto the T1 grid; T1 pixels the LGE slice does not cover become NaN (never lesion).
+3. ROIs (LV myocardium, remote, blood pool) per T1 slice from ``--contours`` or from ``truth.h5``;
+   the true lesion mask (any grade) and the artefact-free LGE come from ``truth.h5`` when present.
+4. Lesion burden (:mod:`vne_inline.quantify`) for every :data:`READINGS` entry: LGE at 50/25/12.5 %,
+   VNE at the same fractions and at the paper's adjusted 35/20/10 %; quality scores per image.
+
+A T1 slice lacking any of VNE, matched LGE or ROIs is left out with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from vne_inline.adapters.exam_files import classified_records, exam_files
+from vne_inline.adapters.replay import replay_files
+from vne_inline.core.match import NoMatch, find_match, resample_onto
+from vne_inline.core.pipeline import CoreConfig, InlineCore
+from vne_inline.core.roles import Role, classify
+from vne_inline.core.slices import LgeSlice, T1Slice, lge_slices, same_plane, t1_slices
+from vne_inline.io.records import ImageRecord
+from vne_inline.quantify import (
+    LGE_FRACTIONS,
+    VNE_ADJUSTED_FRACTIONS,
+    SliceBurden,
+    burdens,
+    dice,
+    lesion_mask,
+    patient_burden,
+)
+from vne_inline.synth.truth import read_truth
+from vne_inline.validate.contours import SliceRois, read_contours
+from vne_inline.validate.quality import cnr, fidelity
+
+__all__ = [
+    "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
+    "evaluate_exams", "evaluate_patient", "patient_dirs",
+]
+
+#: Threshold names (FWHM, FWQM, FWEM), shared by every reading.
+THRESHOLDS: tuple[str, ...] = tuple(LGE_FRACTIONS)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A way to read lesion burden: which image and which threshold fractions."""
+
+    name: str
+    image: str
+    fractions: Mapping[str, float]
+
+
+READINGS: tuple[Reading, ...] = (
+    Reading("LGE", "lge", LGE_FRACTIONS),
+    Reading("VNE", "vne", LGE_FRACTIONS),
+    Reading("VNE adjusted", "vne", VNE_ADJUSTED_FRACTIONS),
+)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth on a T1 slice's grid: the lesion mask (any grade) and the artefact-free LGE."""
+
+    lesion: np.ndarray
+    lge: np.ndarray
+
+
+@dataclass
+class SliceResult:
+    """One evaluated T1 slice: images on the T1 grid (y, x), ROIs, truth and burdens by reading."""
+
+    slice: int
+    pixel_area_mm2: float
+    t1_ms: np.ndarray
+    vne: np.ndarray
+    lge: np.ndarray
+    rois: SliceRois
+    truth: Truth | None = None
+    burdens: dict[str, dict[str, SliceBurden]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.burdens:
+            self.burdens = {
+                r.name: burdens(getattr(self, r.image), self.rois.myo, self.rois.remote, self.rois.blood,
+                                r.fractions, self.pixel_area_mm2)
+                for r in READINGS
+            }
+
+    def lesion(self, reading: Reading, threshold: str) -> np.ndarray:
+        """The lesion mask of `reading` at `threshold`."""
+        r = self.rois
+        return lesion_mask(getattr(self, reading.image), r.myo, r.remote, r.blood, reading.fractions[threshold])
+
+    def quality(self, score: str, image: str) -> float:
+        """Quality `score` ("cnr" or "fidelity") of `image` ("vne" or "lge"); NaN when undefined."""
+        data = getattr(self, image)
+        if score == "cnr":
+            return cnr(data, self.rois.remote, self.rois.blood)
+        if self.truth is None:
+            return math.nan
+        return fidelity(data, self.truth.lge, self.rois.myo | self.rois.blood)
+
+
+@dataclass
+class PatientResult:
+    """The evaluated slices of one patient (named by its directory) and the slices left out, with why."""
+
+    name: str
+    slices: list[SliceResult]
+    skipped: list[str] = field(default_factory=list)
+
+    def burden(self, reading: str, threshold: str) -> float:
+        """Patient lesion burden in %: lesion areas / myocardial areas summed over slices."""
+        return patient_burden([s.burdens[reading][threshold] for s in self.slices])
+
+    @property
+    def has_truth(self) -> bool:
+        return all(s.truth is not None for s in self.slices)
+
+    @property
+    def truth_positive(self) -> bool:
+        """True when the truth holds lesion pixels inside the evaluated myocardium (needs truth)."""
+        return any((s.truth.lesion & s.rois.myo).any() for s in self.slices if s.truth is not None)
+
+    def dice(self, reading: Reading, threshold: str, reference: Reading | None = None) -> float:
+        """Dice of the lesion masks over all slices against the truth (or against `reference`)."""
+        mine = [s.lesion(reading, threshold) for s in self.slices]
+        if reference is None:
+            ref = [s.truth.lesion & s.rois.myo for s in self.slices]
+        else:
+            ref = [s.lesion(reference, threshold) for s in self.slices]
+        return dice(np.concatenate([m.ravel() for m in mine]), np.concatenate([m.ravel() for m in ref]))
+
+    def quality(self, score: str, image: str) -> float:
+        """Mean of the slices' finite scores (NaN when none is finite)."""
+        values = [v for s in self.slices if math.isfinite(v := s.quality(score, image))]
+        return float(np.mean(values)) if values else math.nan
+
+
+@dataclass
+class Evaluation:
+    """Everything the report needs: where the data and ROIs came from, the model, the patients."""
+
+    exams: str
+    rois: str
+    model: str
+    patients: list[PatientResult]
+    skipped: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------- reading
+def patient_dirs(exams: Path) -> list[Path]:
+    """Sub-directories of `exams` holding ISMRMRD files, sorted by name."""
+    return sorted(p for p in Path(exams).iterdir() if p.is_dir() and exam_files(p))
+
+
+def _roles(records: list[tuple[Role, ImageRecord]]) -> set[Role]:
+    return {role for role, _ in records}
+
+
+def _vne(core: InlineCore, files: list[Path]) -> tuple[list[ImageRecord], dict[int, str]]:
+    """Replay `files` in order, one connection each: the VNE images made and, by T1 slice index, why
+    a slice got none (the core's last word on it)."""
+    results = replay_files(core, files)
+    made = [o for r in results for o in r.outputs if classify(o, core.config.rules) is Role.VNE]
+    return made, {rep.slice: rep.reason for r in results for rep in r.reports if not rep.made}
+
+
+def _truth(directory: Path) -> dict[int, tuple[SliceRois, Truth]]:
+    path = directory / "truth.h5"
+    if not path.exists():
+        return {}
+    return {t.slice: (SliceRois(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)))
+            for t in read_truth(path)}
+
+
+def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore) -> np.ndarray:
+    """The matching LGE slice on the T1 grid (NaN outside its coverage); ValueError when there is none."""
+    match = find_match(t1.geometry, [(i, s.geometry) for i, s in enumerate(lge)], core.config.criteria)
+    if isinstance(match, NoMatch):
+        raise ValueError(f"no LGE match: {match.reason}")
+    source = lge[match.key]
+    resampled = resample_onto(t1.geometry, source.image, source.geometry)
+    return np.where(resampled.outside, np.nan, resampled.data).astype(np.float32)
+
+
+def evaluate_patient(directory: Path, core: InlineCore, contours: Path | None = None) -> PatientResult:
+    """Run VNE for one patient directory and quantify every T1 slice that has VNE, LGE and ROIs.
+
+    Raises ValueError when the directory lacks cine, T1 mapping (map and IR images) or LGE.
+    """
+    directory = Path(directory)
+    files = [(path, classified_records(path, core.config.rules)) for path in exam_files(directory)]
+    present = set().union(*(_roles(recs) for _, recs in files))
+    missing = sorted(r.value for r in {Role.CINE, Role.IR, Role.T1MAP, Role.LGE} - present)
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} images")
+    cine_first = sorted((f for f in files if _roles(f[1]) & {Role.CINE, Role.IR, Role.T1MAP}),
+                        key=lambda f: Role.CINE not in _roles(f[1]))
+    vnes, reasons = _vne(core, [path for path, _ in cine_first])
+    by_role = {role: [r for _, recs in files for rl, r in recs if rl is role] for role in Role}
+    truth = _truth(directory)
+    rois = read_contours(contours, directory.name) if contours is not None else {k: v[0] for k, v in truth.items()}
+    lge = lge_slices(by_role[Role.LGE])
+    result = PatientResult(directory.name, [])
+    for t1 in t1_slices(by_role[Role.T1MAP], by_role[Role.IR]):
+        vne = [v for v in vnes if same_plane(v.geometry, t1.geometry)]
+        try:
+            if not vne:
+                raise ValueError(f"no VNE: {reasons.get(t1.slice, 'not made')}")
+            if t1.slice not in rois:
+                raise ValueError("no ROIs (contours or truth)")
+            if rois[t1.slice].shape != t1.geometry.shape:
+                raise ValueError(f"ROIs of shape {rois[t1.slice].shape}, T1 map {t1.geometry.shape}")
+            dx, dy = t1.geometry.pixel_spacing
+            result.slices.append(SliceResult(
+                slice=t1.slice, pixel_area_mm2=dx * dy, t1_ms=t1.t1_ms, vne=vne[-1].pixels.astype(np.float32),
+                lge=_lge_on(t1, lge, core), rois=rois[t1.slice],
+                truth=truth[t1.slice][1] if t1.slice in truth else None,
+            ))
+        except ValueError as exc:
+            result.skipped.append(f"T1 slice {t1.slice}: left out ({exc})")
+    return result
+
+
+def evaluate_exams(
+    exams: Path,
+    backend,
+    contours: Path | None = None,
+    config: CoreConfig | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Evaluation:
+    """Evaluate every patient directory of `exams` with `backend` (an inference backend object).
+
+    The inline core runs with `config` (default settings) but a fresh temporary store, so earlier
+    runs never suppress a VNE. `progress` receives one line per patient (directory name only).
+    """
+    config = config or CoreConfig()
+    out = Evaluation(
+        exams=Path(exams).name,
+        rois=f"contours ({Path(contours).name}/)" if contours is not None else "synthetic truth (truth.h5)",
+        model=f"{backend.config.name} ({backend.config.trained_on}-trained), backend {backend.name}",
+        patients=[],
+    )
+    with tempfile.TemporaryDirectory(prefix="vne-evaluate-") as store:
+        core = InlineCore(replace(config, store_dir=Path(store)), backend=backend)
+        for directory in patient_dirs(exams):
+            try:
+                patient = evaluate_patient(directory, core, contours)
+            except ValueError as exc:
+                out.skipped.append(f"{directory.name}: {exc}")
+                progress(out.skipped[-1])
+                continue
+            if patient.slices:
+                out.patients.append(patient)
+            else:
+                out.skipped.append(f"{directory.name}: no slice evaluated ({'; '.join(patient.skipped)})")
+            progress(f"{directory.name}: {len(patient.slices)} slice(s) evaluated, {len(patient.skipped)} left out")
+    return out

@@ -1,0 +1,177 @@
+"""Write the validation report: ``report.md``, its figures and the burden tables (CSV) in one folder.
+
+Patients are named by their exam directory only (synthetic names, or pseudonyms the user chose).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from vne_inline.validate.evaluate import READINGS, THRESHOLDS, Evaluation, PatientResult
+from vne_inline.validate.figures import agreement_figure, montage
+from vne_inline.validate.quality import QUALITY_SCORES
+from vne_inline.validate.summary import (
+    FALSE_POSITIVE_PERCENT,
+    NEGATIVE_LGE_PERCENT,
+    VNE_READINGS,
+    AgreementRow,
+    Summary,
+    summarise,
+)
+
+__all__ = ["write_report", "example_patients"]
+
+DISCLAIMER = ("Weights trained on synthetic data are a demonstration only, not for clinical use; "
+              "synthetic exams are not patients.")
+
+
+def _f(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
+
+
+def _p(value: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+def example_patients(patients: list[PatientResult], n: int) -> list[PatientResult]:
+    """Up to `n` patients spread over the range of LGE burden (FWHM), highest first."""
+    ranked = sorted(patients, key=lambda p: (-p.burden("LGE", "FWHM"), p.name))
+    if n <= 0 or not ranked:
+        return []
+    picks = sorted({round(i * (len(ranked) - 1) / max(n - 1, 1)) for i in range(min(n, len(ranked)))})
+    return [ranked[i] for i in picks]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _burden_tables(evaluation: Evaluation, out: Path) -> tuple[str, str]:
+    columns = [f"{r.name} {t} (%)" for r in READINGS for t in THRESHOLDS]
+    _write_csv(out / "burden_per_patient.csv", ["patient", "slices", *columns],
+               [[p.name, len(p.slices), *(f"{p.burden(r.name, t):.3f}" for r in READINGS for t in THRESHOLDS)]
+                for p in evaluation.patients])
+    _write_csv(out / "burden_per_slice.csv", ["patient", "t1_slice", "myo_area_mm2", *columns],
+               [[p.name, s.slice, f"{s.burdens['LGE']['FWHM'].myo_area_mm2:.1f}",
+                 *(f"{s.burdens[r.name][t].burden_percent:.3f}" for r in READINGS for t in THRESHOLDS)]
+                for p in evaluation.patients for s in p.slices])
+    return "burden_per_patient.csv", "burden_per_slice.csv"
+
+
+def _agreement_table(rows: list[AgreementRow]) -> list[str]:
+    lines = ["| VNE reading | threshold | n | Pearson r [95 % CI] | p | ICC(2,1) [95 % CI] | p | "
+             "bias (VNE - LGE, %) | 95 % limits of agreement (%) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        a, ba = row.stats, row.stats.bland_altman
+        lines.append(
+            f"| {row.reading} | {row.threshold} | {a.n} | {_f(a.pearson.r)} [{_f(a.pearson.ci_low)}, "
+            f"{_f(a.pearson.ci_high)}] | {_p(a.pearson.p)} | {_f(a.icc.value)} [{_f(a.icc.ci_low)}, "
+            f"{_f(a.icc.ci_high)}] | {_p(a.icc.p)} | {_f(ba.bias)} | {_f(ba.lower)} to {_f(ba.upper)} |"
+        )
+    return lines
+
+
+def _median_iqr(values: np.ndarray) -> str:
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return f"{median:.2f} [{q1:.2f}, {q3:.2f}]"
+
+
+def _markdown(evaluation: Evaluation, summary: Summary, agreement_pngs: dict[str, str], montage_pngs: list[str],
+              tables: tuple[str, str]) -> str:
+    n_slices = sum(len(p.slices) for p in evaluation.patients)
+    reference = ("the synthetic truth (no true lesion pixel in the evaluated myocardium = negative)"
+                 if summary.reference == "truth" else
+                 f"LGE (LGE burden <= {NEGATIVE_LGE_PERCENT} % at the same threshold = negative)")
+    lines = [
+        "# VNE validation report", "",
+        f"- **Model**: {evaluation.model}. {DISCLAIMER}",
+        f"- **Data**: exam folder `{evaluation.exams}`; **n = {len(evaluation.patients)} patients**, "
+        f"{n_slices} T1-map slices evaluated.",
+        f"- **ROIs** (LV myocardium, remote myocardium, LV blood pool): {evaluation.rois}.",
+        "- **VNE**: made by the inline core (cine, then T1 mapping, replayed as separate connections); "
+        "LGE matched to each T1 slice (normal cosine > 0.9, distance < 4 mm) and resampled onto the T1 grid.",
+        "- **Lesion burden**: myocardial pixels at or above remote mean + f x (blood mean - remote mean); "
+        "LGE and VNE at f = 0.5 / 0.25 / 0.125 (FWHM / FWQM / FWEM), VNE adjusted at 0.35 / 0.20 / 0.10. "
+        "Per patient: lesion area / myocardial area summed over slices.",
+        "- **Statistics**: Pearson r (95 % CI by Fisher z; scipy.stats.pearsonr); ICC(2,1) = two-way random "
+        "effects, absolute agreement, single measures (McGraw & Wong ICC(A,1); pingouin.intraclass_corr, "
+        "F-test p, CI rounded to 2 decimals); Bland-Altman bias = mean(VNE - LGE), limits = bias +/- 1.96 SD; "
+        "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on paired quality scores.",
+        f"- Tables: [{tables[0]}]({tables[0]}), [{tables[1]}]({tables[1]}).", "",
+    ]
+    if evaluation.skipped:
+        lines += ["Patients left out: " + "; ".join(evaluation.skipped) + ".", ""]
+    left_out = [f"{p.name} {line}" for p in evaluation.patients for line in p.skipped]
+    if left_out:
+        lines += ["Slices left out: " + "; ".join(left_out) + ".", ""]
+    for level, unit in (("patient", "per patient (primary)"), ("slice", "per slice")):
+        lines += [f"## Agreement of lesion burden, VNE vs LGE, {unit}", ""]
+        lines += _agreement_table([a for a in summary.agreements if a.level == level]) + [""]
+    lines += [f"![{name} vs LGE]({png})\n" for name, png in agreement_pngs.items()]
+    lines += ["## False-positive patients", "",
+              f"Reference: {reference}. A negative patient is a false positive when its burden is > "
+              f"{FALSE_POSITIVE_PERCENT} %.", "",
+              "| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"]
+    for fp in summary.false_positives:
+        lines.append(f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | "
+                     f"{', '.join(fp.patients) or '-'} |")
+    target = "the true lesion (any grade)" if summary.reference == "truth" else "the LGE lesion at the same threshold"
+    lines += ["", "## Lesion Dice", "",
+              f"Lesion masks over all slices of a patient against {target}, in reference-positive patients.", "",
+              "| reading | threshold | n | Dice mean +/- SD |", "|---|---|---|---|"]
+    for d in summary.dice:
+        lines.append(f"| {d.reading} | {d.threshold} | {d.values.size} | {_f(d.mean)} +/- {_f(d.sd)} |")
+    lines += ["", "## Image quality (automated scores, VNE vs LGE, Wilcoxon signed-rank)", ""]
+    lines += [f"- `{name}`: {text}" for name, text in QUALITY_SCORES.items()]
+    lines += [
+        "", "CNR is what the thresholds depend on (remote pixels cross a threshold at about f x CNR SDs), so "
+        "noise, ghosts and poor nulling lower it; the pooled SD of the two ROIs is used because PSIR and the "
+        "network output have no usable background noise. A smooth image scores a high CNR whether or not it is "
+        "right, hence the fidelity score against the artefact-free truth (synthetic exams): a correlation, "
+        "invariant to the intensity scale that differs between PSIR and VNE. Per patient: mean over slices.", "",
+        "| score | n | VNE median [IQR] | LGE median [IQR] | median of differences | W | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for q in summary.quality:
+        lines.append(f"| {q.score} | {q.test.n} | {_median_iqr(q.vne)} | {_median_iqr(q.lge)} | "
+                     f"{_f(q.test.median_difference)} | {_f(q.test.statistic, 1)} | {_p(q.test.p)} |")
+    lines += ["", "## Example patients", "",
+              "T1 map, VNE, LGE on the T1 grid and lesion regions at FWHM (red), FWQM (orange), FWEM (yellow); "
+              "VNE lesions at the adjusted thresholds.", ""]
+    lines += [f"![{Path(m).stem}]({m})\n" for m in montage_pngs]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(evaluation: Evaluation, out: Path, examples: int = 3) -> Path:
+    """Write figures, CSV tables and ``report.md`` into `out`; returns the report's path.
+
+    Raises ValueError when no patient was evaluated.
+    """
+    summary = summarise(evaluation)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    agreement_pngs = {r.name: f"agreement_{_slug(r.name)}.png" for r in VNE_READINGS}
+    for reading, png in agreement_pngs.items():
+        rows = [summary.agreement(reading, t) for t in THRESHOLDS]
+        agreement_figure(rows, out / png, f"{reading} vs LGE lesion burden per patient")
+    montage_pngs = []
+    for patient in example_patients(evaluation.patients, examples):
+        montage_pngs.append(f"montage_{_slug(patient.name)}.png")
+        montage(patient, out / montage_pngs[-1])
+    report = out / "report.md"
+    report.write_text(_markdown(evaluation, summary, agreement_pngs, montage_pngs, _burden_tables(evaluation, out)))
+    return report

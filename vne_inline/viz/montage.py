@@ -1,0 +1,204 @@
+"""Montages of synthetic (or any similarly tagged) exams: one T1-map slice with its matched cine frame
+(end-diastole) and LGE, the IR images, the T1 map and the ground truth; or what a single file holds.
+
+Cine and LGE are matched to the T1 slice with `core.match.find_match` and resampled onto its grid with
+`core.match.resample_onto`, exactly as the inline pipeline does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from vne_inline.core.match import Match, find_match, resample_onto  # noqa: E402
+from vne_inline.io.mrd_file import read_file  # noqa: E402
+from vne_inline.io.records import ImageRecord  # noqa: E402
+from vne_inline.synth.truth import SliceTruth, read_truth  # noqa: E402
+
+__all__ = ["Panel", "show", "exam_panels", "file_panels"]
+
+T1_RANGE_MS = (0.0, 2000.0)
+# Overlay classes (name, colour) drawn over the truth panel, in painting order.
+OVERLAY = (("remote", "#3b82f6"), ("blood", "#d946ef"), ("lesion_intermediate", "#f59e0b"), ("lesion_hyperintense", "#ef4444"))
+
+
+@dataclass
+class Panel:
+    """One image of a montage: kind "gray" (magnitude), "t1" (ms colour map), "psir" (signed) or "truth"."""
+
+    image: np.ndarray
+    title: str
+    kind: str = "gray"
+    overlay: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- roles
+def _role(record: ImageRecord) -> str:
+    """cine | ir | t1map | lge | other, from the role tags written by the synthetic generator."""
+    role = (record.meta_str("GADGETRON_DataRole") or "").upper()
+    if role == "T1":
+        return "t1map"
+    if role == "PSIR":
+        return "lge"
+    if record.meta_float("GADGETRON_TI") is not None:
+        return "ir"
+    if role == "IMAGE":
+        return "cine"
+    return "other"
+
+
+def _by_role(paths: list[Path]) -> dict[str, list[ImageRecord]]:
+    out: dict[str, list[ImageRecord]] = {}
+    for path in paths:
+        for record in read_file(path).records():
+            out.setdefault(_role(record), []).append(record)
+    return out
+
+
+def _pick_slice(records: list[ImageRecord], index: int | None) -> int:
+    slices = sorted({r.slice for r in records})
+    if index is None:
+        return slices[len(slices) // 2]
+    if index not in slices:
+        raise ValueError(f"no slice {index}; the file holds slices {slices}")
+    return index
+
+
+def _matched(target: ImageRecord, candidates: list[ImageRecord], name: str) -> Panel:
+    """The candidate slice matching the target plane, resampled onto its grid."""
+    match = find_match(target.geometry, [(i, r.geometry) for i, r in enumerate(candidates)])
+    if not isinstance(match, Match):
+        return Panel(np.zeros(target.geometry.shape), f"{name}: {match.reason}")
+    source = candidates[match.key]
+    image = resample_onto(target.geometry, source.pixels.astype(np.float32), source.geometry).data
+    return Panel(image, f"{name} (slice {source.slice}, {match.plane.distance_mm:.1f} mm, cos {match.plane.cosine:.3f})",
+                 "psir" if name.startswith("LGE") else "gray")
+
+
+# --------------------------------------------------------------------------------------------- panels
+def _truth_panel(truth: SliceTruth) -> Panel:
+    overlay = {name: getattr(truth, name) for name, _ in OVERLAY} | {"myocardium": truth.myocardium}
+    return Panel(truth.lge_true, "truth on noiseless LGE (zoom)", "truth", overlay)
+
+
+def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
+    """Rows of panels for one T1 slice of a patient directory, and a title."""
+    files = [directory / n for n in ("cine.h5", "t1map.h5", "lge.h5") if (directory / n).exists()]
+    roles = _by_role(files)
+    if not roles.get("t1map"):
+        raise ValueError(f"{directory}: no T1 map found (t1map.h5 with GADGETRON_DataRole=T1)")
+    k = _pick_slice(roles["t1map"], slice_index)
+    target = next(r for r in roles["t1map"] if r.slice == k)
+    top = []
+    if roles.get("cine"):
+        ed = [r for r in roles["cine"] if r.phase == 0]
+        top.append(_matched(target, ed, "cine ED"))
+    top.append(Panel(target.pixels, f"T1 map, slice {k} (ms)", "t1"))
+    if roles.get("lge"):
+        top.append(_matched(target, roles["lge"], "LGE PSIR"))
+    title = f"{directory.name}: synthetic exam, T1 slice {k}"
+    truth_path = directory / "truth.h5"
+    if truth_path.exists():
+        truth = next(t for t in read_truth(truth_path) if t.slice == k)
+        top.append(_truth_panel(truth))
+        a = truth.attrs
+        flags = [n for n, on in a.get("artefacts", {}).items() if on]
+        title += f" ({a.get('level', '')}) | {a.get('phenotype', '')}, lesion burden {100 * a.get('lesion_burden', 0):.1f} %"
+        title += f" | artefacts: {', '.join(flags) if flags else 'none'}"
+    ir = sorted((r for r in roles.get("ir", []) if r.slice == k), key=lambda r: r.meta_float("GADGETRON_TI"))
+    bottom = [Panel(r.pixels, f"IR TI {r.meta_float('GADGETRON_TI'):.0f} ms") for r in ir]
+    return [top, bottom] if bottom else [top], title
+
+
+def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
+    """Rows of panels showing what one file holds (ISMRMRD scan or truth.h5)."""
+    if path.name.startswith("truth"):
+        truths = read_truth(path)
+        rows = [[_truth_panel(t), Panel(t.t1_true_ms, f"true native T1, slice {t.slice} (ms)", "t1")] for t in truths]
+        return rows, f"{path.parent.name}/{path.name}: ground truth per T1 slice"
+    roles = _by_role([path])
+    rows: list[list[Panel]] = []
+    if roles.get("cine"):
+        rows.append([Panel(r.pixels, f"cine ED slice {r.slice}") for r in sorted(roles["cine"], key=lambda r: r.slice) if r.phase == 0])
+    if roles.get("ir") or roles.get("t1map"):
+        k = _pick_slice(roles.get("t1map") or roles["ir"], slice_index)
+        ir = sorted((r for r in roles.get("ir", []) if r.slice == k), key=lambda r: r.meta_float("GADGETRON_TI"))
+        rows.append([Panel(r.pixels, f"slice {k} TI {r.meta_float('GADGETRON_TI'):.0f} ms") for r in ir])
+        rows[-1] += [Panel(r.pixels, f"T1 map slice {k} (ms)", "t1") for r in roles.get("t1map", []) if r.slice == k]
+    if roles.get("lge"):
+        rows.append([Panel(r.pixels, f"LGE slice {r.slice}", "psir") for r in sorted(roles["lge"], key=lambda r: r.slice)])
+    if not rows:
+        raise ValueError(f"{path.name}: no cine, IR, T1-map or LGE images recognised")
+    return rows, f"{path.parent.name}/{path.name}"
+
+
+# --------------------------------------------------------------------------------------------- drawing
+def _zoom(p: Panel) -> tuple[slice, slice]:
+    myo = p.overlay.get("myocardium")
+    if myo is None or not myo.any():
+        return slice(None), slice(None)
+    ys, xs = np.nonzero(myo)
+    half = int(max(np.ptp(ys), np.ptp(xs)) * 0.9) + 10
+    cy, cx = int(ys.mean()), int(xs.mean())
+    return slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half)
+
+
+def _draw(ax, p: Panel, fig) -> None:
+    img = np.asarray(p.image, dtype=np.float32)
+    if p.kind == "t1":
+        im = ax.imshow(img, cmap="turbo", vmin=T1_RANGE_MS[0], vmax=T1_RANGE_MS[1], interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label("T1 (ms)")
+    elif p.kind in ("psir", "truth"):
+        region = _zoom(p) if p.kind == "truth" else (slice(None), slice(None))
+        img = img[region]
+        hi = float(np.percentile(img, 99.5)) or 1.0
+        ax.imshow(img, cmap="gray", vmin=-0.15 * hi, vmax=hi, interpolation="nearest")
+        for (name, colour) in OVERLAY:
+            mask = p.overlay.get(name)
+            if mask is not None and mask[region].any():
+                ax.imshow(np.ma.masked_where(~mask[region], mask[region]), cmap=ListedColormap([colour]), alpha=0.45, interpolation="nearest")
+        myo = p.overlay.get("myocardium")
+        if myo is not None and myo[region].any():
+            ax.contour(myo[region].astype(float), [0.5], colors="#22c55e", linewidths=1.0)
+    else:
+        ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(img, 99.7)) or 1.0, interpolation="nearest")
+    ax.set_title(p.title, fontsize=8)
+    ax.set_axis_off()
+
+
+def render(rows: list[list[Panel]], title: str, out: Path) -> Path:
+    """Draw rows of panels (each row spans the figure width) into a PNG."""
+    width = 4.2 * max(len(rows[0]), 3)
+    heights = [width / max(len(r), 1) * 0.9 for r in rows]
+    fig = plt.figure(figsize=(width, sum(heights) + 0.8))
+    grid = fig.add_gridspec(len(rows), 1, height_ratios=heights)
+    for i, row in enumerate(rows):
+        sub = grid[i].subgridspec(1, len(row))
+        for j, panel in enumerate(row):
+            _draw(fig.add_subplot(sub[0, j]), panel, fig)
+    legend = "truth: " + ", ".join(f"{n.replace('_', ' ')} ({c})" for n, c in OVERLAY) + ", LV myocardium (green line)"
+    fig.suptitle(f"{title}\n{legend} - SYNTHETIC DATA, not for clinical use", fontsize=9)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def show(path: str | Path, out: str | Path, slice_index: int | None = None) -> Path:
+    """Montage of a patient directory (one T1 slice with everything matched to it) or of one file."""
+    path = Path(path)
+    if path.is_dir():
+        rows, title = exam_panels(path, slice_index)
+    elif path.is_file():
+        rows, title = file_panels(path, slice_index)
+    else:
+        raise FileNotFoundError(f"{path} does not exist")
+    return render(rows, title, Path(out))
