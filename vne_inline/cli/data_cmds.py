@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,12 +13,12 @@ from vne_inline.cli.app import app
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., "--out", help="Output directory; patients go to OUT/patient_<NNN>/."),
-    patients: int = typer.Option(10, "--patients", min=1, help="Number of patients."),
-    seed: int = typer.Option(0, "--seed", help="Data-set seed: same seed and index give identical files."),
-    field: float = typer.Option(1.5, "--field", help="Field strength in tesla: 1.5 or 3."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
-    start: int = typer.Option(0, "--start", min=0, help="Index of the first patient."),
+    out: Annotated[Path, typer.Option("--out", help="Output directory; patients go to OUT/patient_<NNN>/.")],
+    patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Data-set seed: same seed and index give identical files.")] = 0,
+    field: Annotated[float, typer.Option("--field", help="Field strength in tesla: 1.5 or 3.")] = 1.5,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
+    start: Annotated[int, typer.Option("--start", min=0, help="Index of the first patient.")] = 0,
 ) -> None:
     """Generate synthetic HCM exams with ground truth (cine.h5, t1map.h5, lge.h5, truth.h5 per patient).
 
@@ -26,7 +27,14 @@ def synth(
     data, not for clinical use.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from vne_inline.synth.exam import generate_exams
 
@@ -50,9 +58,9 @@ def synth(
 
 @app.command()
 def show(
-    path: Path = typer.Argument(..., exists=True, help="A patient directory or one file (cine.h5, t1map.h5, lge.h5, truth.h5)."),
-    out: Path = typer.Option(..., "--out", help="PNG to write."),
-    slice_index: int = typer.Option(None, "--slice", help="T1-map slice (default: the middle one)."),
+    path: Annotated[Path, typer.Argument(exists=True, help="A patient directory or one file (cine.h5, t1map.h5, lge.h5, truth.h5).")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    slice_index: Annotated[int | None, typer.Option("--slice", help="T1-map slice (default: the middle one).")] = None,
 ) -> None:
     """Montage of one T1 slice: matched cine (end-diastole), IR images, T1 map, matched LGE and the truth
     overlay; for a single file, what that file holds."""

@@ -221,13 +221,17 @@ def _cpu_field(key: str) -> str:
     return ""
 
 
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
 def machine_facts(threads: int) -> dict[str, str]:
     """CPU model, CPUs, threads used, load average, OS, Python and runtime versions."""
     facts = {
         "CPU": _cpu_field("model name") or platform.processor() or platform.machine(),
         "CPUs available": str(default_threads()),
         "threads used": str(threads),
-        "load average (1 min) at start": f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a",
+        "load average (1 min) at start": _load(),
         "OS": platform.platform(),
         "Python": platform.python_version(),
     }
@@ -265,6 +269,7 @@ def run_bench(backends: list[str] | None = None, model: str | Path | None = None
         if name not in _GPU_ROWS:
             result.peak_fraction = result.gflop_per_s / peak
         results.append(result)
+    facts["load average (1 min) at end"] = _load()  # other work on the machine skews every number
     return BenchReport(size, threads, runs, gflop, peak, facts, results)
 
 

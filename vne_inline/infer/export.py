@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 
 import onnx
@@ -98,17 +99,20 @@ def export_onnx(model: VNEGenerator | str | Path, out: str | Path, fp16: bool = 
     examples = tuple(
         torch.rand(2, channels, 2 * m, 3 * m) for channels in (config.n_cine_frames, config.n_ir_images, 1)
     )
-    program = torch.onnx.export(
-        _Float16Graph(generator).eval() if fp16 else generator,
-        examples,
-        input_names=list(INPUT_NAMES),
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes=_dynamic_shapes(m),
-        opset_version=OPSET,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
+    with warnings.catch_warnings():  # upstream notices about our own dim names and torch internals
+        warnings.filterwarnings("ignore", message=r"# The axis name", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+        program = torch.onnx.export(
+            _Float16Graph(generator).eval() if fp16 else generator,
+            examples,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=_dynamic_shapes(m),
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     proto = program.model_proto
     _tidy(proto, {
         CONFIG_KEY: config.to_json(),

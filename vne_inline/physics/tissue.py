@@ -22,7 +22,6 @@ __all__ = [
     "FIELDS_T",
     "tissue_table",
     "blood_t1_ms",
-    "lesion_t1_ms",
     "relaxivity_ratio",
     "blood_dr1_per_ms",
     "post_contrast_t1_ms",
@@ -31,7 +30,9 @@ __all__ = [
     "ECV_REMOTE_RANGE",
     "ECV_INTERMEDIATE_RANGE",
     "ECV_HYPERINTENSE_RANGE",
-    "LESION_T1_SLOPE_MS_RANGE",
+    "ECV_INTERMEDIATE_MIN_RISE",
+    "T1_ELEVATION_INTERMEDIATE_MS_RANGE",
+    "T1_ELEVATION_HYPERINTENSE_MS_RANGE",
     "BLOOD_T1_POST_MS_RANGE",
 ]
 
@@ -141,10 +142,14 @@ HEMATOCRIT_RANGE = (0.36, 0.48)
 ECV_REMOTE_RANGE = (0.22, 0.29)
 ECV_INTERMEDIATE_RANGE = (0.32, 0.38)
 ECV_HYPERINTENSE_RANGE = (0.45, 0.60)
-# Native T1 rise per unit ECV rise in fibrotic myocardium (ms per ECV fraction); chosen so that the
-# elevation spans the design's +50 to +250 ms from intermediate to hyperintense lesions (HCM native T1
-# elevated in LGE regions: Dass et al., Circ Cardiovasc Imaging 2012;5:726-733).
-LESION_T1_SLOPE_MS_RANGE = (600.0, 800.0)
+# Intermediate lesions sit at least this far above the patient's remote ECV, so that they appear grey
+# (between remote and blood) on LGE rather than as remote (chosen).
+ECV_INTERMEDIATE_MIN_RISE = 0.08
+# Native T1 elevation of fibrotic myocardium over remote at 1.5 T (ms), by grade: the design's +50 to
+# +250 ms split between intermediate and hyperintense lesions (HCM native T1 is elevated in LGE
+# regions: Dass et al., Circ Cardiovasc Imaging 2012;5:726-733).
+T1_ELEVATION_INTERMEDIATE_MS_RANGE = (50.0, 100.0)
+T1_ELEVATION_HYPERINTENSE_MS_RANGE = (120.0, 250.0)
 # Blood T1 10-15 min after 0.1-0.2 mmol/kg of a gadolinium agent at 1.5 T (design brief: 300-400 ms;
 # the lower part of the range, so that normal myocardium lands near the design's 450-500 ms).
 BLOOD_T1_POST_MS_RANGE = (290.0, 370.0)
@@ -166,11 +171,6 @@ def blood_t1_ms(hematocrit: float, field_t: float = 1.5) -> float:
         raise ValueError(f"hematocrit {hematocrit!r} is not a plausible fraction")
     t1 = _BLOOD_HCT_SLOPE_MS / (hematocrit + _BLOOD_HCT_OFFSET)
     return t1 * (_T1_RATIO_3T["blood"] if field_t == 3.0 else 1.0)
-
-
-def lesion_t1_ms(remote_t1_ms: float, ecv: np.ndarray | float, ecv_remote: float, slope_ms: float) -> np.ndarray:
-    """Native T1 (ms) of myocardium whose ECV is raised above remote: remote + slope * (ECV - ECV_remote)."""
-    return remote_t1_ms + slope_ms * np.maximum(np.asarray(ecv, dtype=np.float64) - ecv_remote, 0.0)
 
 
 def relaxivity_ratio(field_t: float) -> float:

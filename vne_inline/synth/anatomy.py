@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from vne_inline.synth.fields import Edge
-from vne_inline.synth.heart import HeartFrame, HeartModel, HeartPoints, build_wall_shape, contraction, heart_frame
+from vne_inline.synth.heart import (
+    HeartFrame,
+    HeartModel,
+    HeartPoints,
+    build_wall_shape,
+    contraction,
+    heart_frame,
+)
 from vne_inline.synth.labels import Label
 from vne_inline.synth.lesions import LesionField, build_lesion_field
 from vne_inline.synth.patient import PatientParams

@@ -18,7 +18,7 @@ from vne_inline.synth.labels import LABEL_TISSUE, N_LABELS, Label
 from vne_inline.synth.patient import PatientParams
 from vne_inline.synth.sampling import PixelMix
 
-__all__ = ["Components", "build_components", "bssfp_signal", "ir_signals", "psir_signal", "null_ti_ms", "PSIR_CYCLE_RR"]
+__all__ = ["Components", "build_components", "bssfp_signal", "ir_signals", "psir_signal", "null_ti_ms", "weighted_sum", "PSIR_CYCLE_RR", "COMPONENTS"]
 
 TISSUES = ("air", "lung", "muscle", "fat", "liver", "spleen", "marrow", "csf", "blood", "myocardium")
 COMPONENTS = (*TISSUES, "myo_hyperintense", "myo_intermediate")
@@ -49,7 +49,20 @@ class Components:
     def mix_signal(self, mix: PixelMix, signal: np.ndarray) -> np.ndarray:
         """Signal (..., P) of pixel mixtures for a per-component `signal` (C, ...)."""
         per_label, lesion = self.label_signal(signal)
-        return per_label.T @ mix.labels + lesion.T @ mix.lesion
+        return weighted_sum(per_label, mix.labels) + weighted_sum(lesion, mix.lesion)
+
+
+def weighted_sum(weights: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """sum_l weights[l] * fractions[l]: (..., P) from weights (L, ...) and fractions (L, P).
+
+    Accumulated in a fixed order rather than by a BLAS product, so the result does not depend on the
+    number of BLAS threads (exams are bit-identical whatever the worker set-up).
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    out = np.zeros((*w.shape[1:], fractions.shape[-1]), dtype=np.float32)
+    for wl, fl in zip(w, fractions, strict=True):
+        out += wl[..., None] * fl if w.ndim > 1 else wl * fl
+    return out
 
 
 def _label_matrix() -> np.ndarray:
@@ -74,8 +87,9 @@ def build_components(p: PatientParams) -> Components:
     ecv = {n: table[n].ecv for n in TISSUES}
     ecv["blood"] = 1.0 - tp.hematocrit
     ecv["myocardium"] = tp.ecv_remote
-    for name, e in (("myo_hyperintense", tp.ecv_hyperintense), ("myo_intermediate", tp.ecv_intermediate)):
-        t1[name] = float(tissue.lesion_t1_ms(remote_t1, e, tp.ecv_remote, tp.lesion_t1_slope_ms * field_ratio))
+    for name, e, rise in (("myo_hyperintense", tp.ecv_hyperintense, tp.t1_elevation_hyperintense_ms),
+                          ("myo_intermediate", tp.ecv_intermediate, tp.t1_elevation_intermediate_ms)):
+        t1[name] = remote_t1 + rise * field_ratio
         ecv[name] = e
     t2 = {n: table[n].t2_ms for n in TISSUES} | {n: table["myocardium"].t2_ms for n in COMPONENTS[len(TISSUES):]}
     pd = {n: table[n].pd for n in TISSUES} | {n: table["myocardium"].pd for n in COMPONENTS[len(TISSUES):]}

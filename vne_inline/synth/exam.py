@@ -16,7 +16,16 @@ from vne_inline.synth.contrast import COMPONENTS
 from vne_inline.synth.export import write_cine, write_lge, write_t1map
 from vne_inline.synth.patient import PatientParams, draw_patient, rng_for
 from vne_inline.synth.planning import T1_LEVELS, ExamPlan, plan_exam
-from vne_inline.synth.scans import ExamContext, LgeScan, T1Scan, lge_signal, simulate_cine, simulate_lge, simulate_t1, LGE_GAIN
+from vne_inline.synth.scans import (
+    LGE_GAIN,
+    ExamContext,
+    LgeScan,
+    T1Scan,
+    lge_signal,
+    simulate_cine,
+    simulate_lge,
+    simulate_t1,
+)
 from vne_inline.synth.truth import SliceTruth, true_t1_ms, truth_masks, write_truth
 
 __all__ = ["ExamSummary", "patient_dir", "generate_patient", "generate_exams", "FILES"]

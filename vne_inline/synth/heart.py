@@ -3,9 +3,9 @@ papillary muscles, trabeculae and epicardial fat, in a heart frame attached to p
 
 Heart frame (mm): `w` along the long axis from the base (0) to the apex, `s` towards the RV (septum),
 `t` towards inferior; angle theta = atan2(t, s): 0 septum, +90 deg inferior, -90 deg anterior,
-+-180 deg lateral. Shape maps are tabulated on an end-diastolic (ED) polar grid (theta, w) and looked
-up bilinearly; surfaces are ellipsoids whose equatorial semi-axes vary with (theta, w), so every
-evaluation is a few vector operations per point. Edges are soft over `edge_mm` (partial volume).
++-180 deg lateral. Shape maps are tabulated on an end-diastolic (ED) polar grid (theta, w; 1 deg x
+0.5 mm, nearest node); surfaces are ellipsoids whose equatorial semi-axes vary with (theta, w), so
+every evaluation is a few vector operations per point. Edges are soft (partial volume, `fields.Edge`).
 
 Motion (phase 0 = ED at the R wave): contraction c(phase) in [0, 1]; the base descends towards the
 fixed apex (long-axis shortening), the apex twists, the epicardium moves in slightly and the wall
@@ -41,8 +41,9 @@ __all__ = [
 THETA_BINS = 360  # 1 degree bins (0.5 mm at a 30 mm radius)
 W_STEP_MM = 0.5
 W_MARGIN_MM = 12.0  # tables extend this far beyond the base and the apex
-ATRIUM_WALL_MM = 2.0
-CORONARY_RADIUS_MM = 1.8  # proximal coronary artery lumen (diameter about 3.5 mm)
+ATRIUM_WALL_MM = 2.0  # atrial wall about 1-3 mm thick (chosen)
+# Proximal coronary lumen diameter about 3.5-4 mm (Dodge et al., Circulation 1992;86:232-246).
+CORONARY_RADIUS_MM = 1.8
 
 
 def wrap_angle(a: np.ndarray) -> np.ndarray:
@@ -75,10 +76,6 @@ class HeartFrame:
         return np.asarray(local, dtype=np.float64) @ self.axes + self.origin
 
     @property
-    def e_sept(self) -> np.ndarray:
-        return self.axes[0]
-
-    @property
     def e_inf(self) -> np.ndarray:
         return self.axes[1]
 
@@ -87,7 +84,7 @@ class HeartFrame:
         return self.axes[2]
 
 
-def heart_frame(p: HeartParams, origin: np.ndarray | None = None) -> HeartFrame:
+def heart_frame(p: HeartParams) -> HeartFrame:
     """The heart frame: long axis from azimuth (from anterior towards left) and elevation (downwards);
     the septal direction starts towards the patient's right-anterior and is rolled about the long axis."""
     az, el, roll = np.deg2rad([p.azimuth_deg, p.elevation_deg, p.roll_deg])
@@ -99,8 +96,7 @@ def heart_frame(p: HeartParams, origin: np.ndarray | None = None) -> HeartFrame:
     e_inf0 = np.cross(e_long, e_sept)
     e_sept = np.cos(roll) * e_sept + np.sin(roll) * e_inf0
     e_inf = np.cross(e_long, e_sept)
-    o = np.asarray(p.base_centre_mm if origin is None else origin, dtype=np.float64)
-    return HeartFrame(origin=o, axes=np.stack([e_sept, e_inf, e_long]))
+    return HeartFrame(origin=np.asarray(p.base_centre_mm, dtype=np.float64), axes=np.stack([e_sept, e_inf, e_long]))
 
 
 # ----------------------------------------------------------------------------------------------- timing
@@ -153,6 +149,10 @@ class PolarGrid:
     @property
     def w(self) -> np.ndarray:
         return self.w_min + self.w_step * np.arange(self.n_w)
+
+    def bins(self, theta_deg: float, w_mm: float) -> tuple[float, float]:
+        """A (theta, w) length in grid steps (for smoothing widths)."""
+        return theta_deg * self.n_theta / 360.0, w_mm / self.w_step
 
     def mesh(self) -> tuple[np.ndarray, np.ndarray]:
         """(theta, w) of every node, each (n_theta, n_w)."""
@@ -215,10 +215,9 @@ class WallShape:
         sub = (slice(None, None, factor), slice(None, None, factor))
         return WallShape(grid, self.a_en[sub], self.a_ep[sub], self.excess[sub], self.w0, self.c_en, self.c_ep, self.insertion_deg)
 
-    def radii(self, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def radii(self) -> tuple[np.ndarray, np.ndarray]:
         """In-plane endocardial and epicardial radii (mm) on the grid."""
-        w = self.grid.mesh()[1] if w is None else w
-        wp = np.maximum(w - self.w0, 0.0)
+        wp = np.maximum(self.grid.mesh()[1] - self.w0, 0.0)
         r_en = self.a_en * np.sqrt(np.clip(1 - (wp / self.c_en) ** 2, 0, 1))
         r_ep = self.a_ep * np.sqrt(np.clip(1 - (wp / self.c_ep) ** 2, 0, 1))
         return r_en, r_ep
@@ -242,7 +241,7 @@ def build_wall_shape(p: HeartParams, rng: np.random.Generator) -> WallShape:
         along = np.exp(-0.5 * ((w - b.w_mm) / b.sigma_w_mm) ** 2)
         around = 1.0 if b.theta_deg is None else np.exp(-0.5 * (wrap_angle(th - np.deg2rad(b.theta_deg)) / np.deg2rad(b.sigma_theta_deg)) ** 2)
         excess = excess + b.excess_mm * around * along
-    wall = p.wall_mm * (1.0 - 0.2 * frac) + 1.0 * smooth_grid(rng, th.shape, (5, 6), wrap_axes=(0,))
+    wall = p.wall_mm * (1.0 - 0.2 * frac) + 1.0 * smooth_grid(rng, th.shape, grid.bins(14.0, 8.0), wrap_axes=(0,))
     ellipse = 1.0 + rng.uniform(0.0, 0.08) * np.cos(2 * (th - rng.uniform(0, np.pi)))  # slightly oval LV
     a_en = np.maximum((p.cavity_radius_mm - INWARD_SHARE * excess) * ellipse, 4.0)
     a_ep = (p.cavity_radius_mm + (1 - INWARD_SHARE) * excess) * ellipse + wall
@@ -284,12 +283,14 @@ class Atrium:
         return ellipsoid_distance((pts.s - cs, pts.t - ct, pts.w - cw - 0.5 * base_shift), (a_s, a_t, a_w + 0.5 * base_shift))
 
 
-# Table fields of the heart model (last axis of `HeartModel.tables`).
-_A_EN, _A_EP, _EPS, _RV_H, _RV_O, _FAT, _TRAB, _RV_TRAB, _RV_BAND = range(9)
-
-
 class HeartModel:
-    """One patient's heart: ED shape tables, lesions (material coordinates) and motion."""
+    """One patient's heart: ED shape tables (theta, w, field) and motion; lesion fractions come from a
+    `lesions.LesionField` passed to `layer`.
+
+    Table fields, in order: a_en, a_ep (equatorial semi-axes), eps (systolic thickening), rv_h, rv_o (RV
+    cavity and cavity + wall depth beyond the LV epicardium), fat (epicardial fat thickness), trab (LV
+    trabecular density), rv_trab, rv_band (RV trabecular density and layer depth).
+    """
 
     def __init__(self, p: HeartParams, wall: WallShape, transmural_fibrosis: np.ndarray, rng: np.random.Generator) -> None:
         self.p = p
@@ -341,18 +342,21 @@ class HeartModel:
         """Epicardial fat thickness (mm): patchy and thin over the LV, thick in the interventricular and
         AV grooves, over the RV free wall and towards the apex."""
         p = self.p
-        fat = np.maximum(p.epicardial_fat_mm * (1.0 + 1.5 * smooth_grid(rng, th.shape, (6, 8), wrap_axes=(0,))), 0)
+        g = self.grid
+        fat = np.maximum(p.epicardial_fat_mm * (1.0 + 1.5 * smooth_grid(rng, th.shape, g.bins(12.0, 8.0), wrap_axes=(0,))), 0)
         for ins in self.wall.insertion_deg:
             fat = fat + p.groove_fat_mm * np.exp(-0.5 * (wrap_angle(th - np.deg2rad(ins)) / np.deg2rad(12.0)) ** 2)
         fat = fat + 0.8 * p.groove_fat_mm * np.exp(-0.5 * (w / 7.0) ** 2)  # AV groove
         rv_side = np.exp(-0.5 * (wrap_angle(th - np.deg2rad(p.rv_centre_deg)) / np.deg2rad(0.6 * p.rv_half_span_deg)) ** 2)
-        fat = fat + 0.35 * p.groove_fat_mm * rv_side * (1 + smooth_grid(rng, th.shape, (8, 10), wrap_axes=(0,)).clip(-1, 1))
-        fat = fat + p.apex_fat_mm * np.exp(-0.5 * ((w - self.wall.apex_w) / 12.0) ** 2)
+        fat = fat + 0.35 * p.groove_fat_mm * rv_side * (1 + smooth_grid(rng, th.shape, g.bins(16.0, 10.0), wrap_axes=(0,)).clip(-1, 1))
+        # apical and pericardial (cardiophrenic) fat, most on the diaphragmatic (inferior) side
+        towards_diaphragm = 0.5 + 0.8 * np.maximum(np.cos(th - np.pi / 2), 0)
+        fat = fat + p.apex_fat_mm * towards_diaphragm * np.exp(-0.5 * ((w - self.wall.apex_w) / 14.0) ** 2)
         return fat
 
     def _trabeculae(self, th: np.ndarray, w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Trabecular density (0..1) near the endocardium: longitudinal strands, more apical and lateral."""
-        strands = smooth_grid(rng, th.shape, (1.2, 6.0), wrap_axes=(0,))
+        strands = smooth_grid(rng, th.shape, self.grid.bins(2.4, 6.0), wrap_axes=(0,))
         envelope = np.clip((w - 0.25 * self.p.cavity_length_mm) / (0.5 * self.p.cavity_length_mm), 0, 1)
         envelope = envelope * (0.6 + 0.4 * np.abs(np.cos(0.5 * th)) ** 0.5 * (np.abs(th) > np.pi / 3))
         return np.clip((strands - 0.6) * 2.5, 0, 1) * envelope
@@ -360,7 +364,7 @@ class HeartModel:
     def _rv_trabeculae(self, th: np.ndarray, w: np.ndarray, rv_h: np.ndarray, rng: np.random.Generator):
         """RV trabecular density (0..1) and the depth (mm) of the trabecular layer inside the free wall;
         the moderator band crosses the whole cavity from the septum at about 60 % of the length."""
-        density = np.clip((smooth_grid(rng, th.shape, (1.5, 4.0), wrap_axes=(0,)) - 0.3) * 2.0, 0, 1)
+        density = np.clip((smooth_grid(rng, th.shape, self.grid.bins(3.0, 4.0), wrap_axes=(0,)) - 0.3) * 2.0, 0, 1)
         band = np.full(th.shape, rng.uniform(2.0, 3.5))
         length = self.p.cavity_length_mm
         spot = np.exp(-0.5 * ((wrap_angle(th - np.deg2rad(rng.uniform(-20.0, 20.0))) / np.deg2rad(5.0)) ** 2

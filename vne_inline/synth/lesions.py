@@ -76,7 +76,7 @@ def build_lesion_field(specs: tuple[LesionSpec, ...], target_burden: float, wall
     if not specs or target_burden <= 0:
         return LesionField(grid, np.zeros(shape, np.float32), 0.0, (0.0, 0.0))
 
-    noise = np.exp(PATCHINESS * smooth_grid(rng, (grid.n_theta, grid.n_w, XI_BINS), (2.5, 3.0, 1.0), wrap_axes=(0,)))
+    noise = np.exp(PATCHINESS * smooth_grid(rng, (grid.n_theta, grid.n_w, XI_BINS), (*grid.bins(5.0, 3.0), 1.0), wrap_axes=(0,)))
     r_mid = 0.5 * (r_en + r_ep)
     blobs = []  # (grade index, size factor, spec, squared-distance terms)
     for spec in specs:

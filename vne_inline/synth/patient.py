@@ -4,9 +4,12 @@ heart) is derived later by :mod:`vne_inline.synth.anatomy`.
 
 Ranges are physiological; sources: HCM wall thickness >= 15 mm, septal 18-30 mm vs normal 8-10 mm,
 systolic thickening 40-60 % (design brief §5; Maron, JAMA 2002;287:1308-1320); LV end-diastolic
-cavity diameter about 38-54 mm (normal) and smaller in HCM; LGE in about 60-80 % of HCM patients,
-typically at the RV insertion points and patchy mid-wall in hypertrophied segments (Chan et al.,
-Circulation 2014;130:484-495); heart rate 55-95 bpm at rest.
+diameter 38-58 mm in normals (Lang et al., J Am Soc Echocardiogr 2015;28:1-39), smaller in HCM; RV
+free wall 3-5 mm (> 5 mm is hypertrophy: Rudski et al., J Am Soc Echocardiogr 2010;23:685-713);
+long-axis shortening about 10-15 % and apical rotation about 5-15 deg (MR tagging literature; chosen);
+LGE in about 60-80 % of HCM patients, typically at the RV insertion points and patchy mid-wall in
+hypertrophied segments (Chan et al., Circulation 2014;130:484-495); heart rate 55-95 bpm at rest.
+Torso, fat and organ sizes are adult anthropometric orders of magnitude (chosen).
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ __all__ = [
     "PatientParams",
     "draw_patient",
     "rng_for",
+    "study_uids",
 ]
 
 PHENOTYPES = ("asymmetric_septal", "concentric", "apical", "none")
 _PHENOTYPE_P = (0.5, 0.2, 0.15, 0.15)
 GRADES = ("hyperintense", "intermediate")
+LGE_MISREGISTRATION_MM = 2.0  # T1 -> LGE movement above which the exam is flagged
 
 # Independent random streams per purpose, so that e.g. changing the protocol draw never changes anatomy.
-STREAMS = {"patient": 0, "shape": 1, "lesions": 2, "protocol": 3, "noise": 4, "texture": 5}
+# (Anatomical irregularities use HeartParams.shape_seed, drawn from the "patient" stream.)
+STREAMS = {"patient": 0, "lesions": 2, "protocol": 3, "noise": 4, "texture": 5}
 
 
 def rng_for(seed: int, index: int, stream: str) -> np.random.Generator:
@@ -142,7 +148,8 @@ class TissueParams:
     ecv_remote: float
     ecv_intermediate: float
     ecv_hyperintense: float
-    lesion_t1_slope_ms: float
+    t1_elevation_intermediate_ms: float  # 1.5 T; scaled with the myocardial T1 at 3 T
+    t1_elevation_hyperintense_ms: float
     blood_t1_post_ms: float  # 1.5 T equivalent, scaled by relaxivity at 3 T
 
 
@@ -152,7 +159,8 @@ class ScanQuality:
 
     SNRs: cine blood SNR, IR-image SNR of unit proton density, LGE blood SNR (at unit coil gain).
     Movement (mm, patient coordinates) shifts the anatomy, not the planes, relative to the cine: 0-5 mm
-    from cine to T1 mapping and again 0-5 mm from T1 mapping to LGE.
+    from cine to T1 mapping; from T1 mapping to LGE 0-1.5 mm in most patients and 2.5-5 mm in a minority
+    (flagged `lge_misregistered`: lesion masks drawn on the T1 grid then miss the LGE lesions).
     """
 
     cine_snr: float
@@ -172,6 +180,7 @@ class ScanQuality:
             "lge_wrong_ti": self.lge_ti_error_ms != 0.0,
             "lge_ghosts": self.lge_ghost_mm > 0.0,
             "t1_motion": any(v != 0.0 for v in self.t1_motion_mm),
+            "lge_misregistered": float(np.linalg.norm(np.subtract(self.lge_shift_mm, self.t1_shift_mm))) > LGE_MISREGISTRATION_MM,
         }
 
 
@@ -197,16 +206,12 @@ class PatientParams:
         return asdict(self)
 
 
-def _uid_digits(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
-
-
 def _unit_vector(rng: np.random.Generator, weights=(1.0, 1.0, 1.0)) -> np.ndarray:
     v = rng.standard_normal(3) * np.asarray(weights)
     return v / np.linalg.norm(v)
 
 
-def _draw_heart(rng: np.random.Generator, phenotype: str) -> tuple[HeartParams, list[Bump]]:
+def _draw_heart(rng: np.random.Generator, phenotype: str) -> HeartParams:
     u = rng.uniform
     hcm = phenotype != "none"
     wall = u(8.0, 11.0) if hcm else u(7.0, 10.0)
@@ -225,7 +230,7 @@ def _draw_heart(rng: np.random.Generator, phenotype: str) -> tuple[HeartParams, 
     elif phenotype == "apical":
         apex_wall = u(12.0, 20.0)
         bumps.append(Bump(None, length, 0.0, u(14.0, 22.0), u(15.0, 25.0) - wall))
-    heart = HeartParams(
+    return HeartParams(
         base_centre_mm=(u(-5.0, 10.0), u(-10.0, 5.0), u(-8.0, 8.0)),
         azimuth_deg=u(35.0, 55.0),
         elevation_deg=u(28.0, 45.0),
@@ -237,7 +242,7 @@ def _draw_heart(rng: np.random.Generator, phenotype: str) -> tuple[HeartParams, 
         apex_wall_mm=apex_wall,
         uniform_excess_mm=uniform_excess,
         bumps=tuple(bumps),
-        rv_depth_mm=u(20.0, 32.0),
+        rv_depth_mm=u(18.0, 28.0),
         rv_half_span_deg=u(65.0, 80.0),
         rv_centre_deg=u(-15.0, 0.0),
         rv_length_fraction=u(0.72, 0.88),
@@ -253,7 +258,6 @@ def _draw_heart(rng: np.random.Generator, phenotype: str) -> tuple[HeartParams, 
         trabeculation_mm=u(1.5, 3.5),
         shape_seed=int(rng.integers(2**31)),
     )
-    return heart, bumps
 
 
 def _draw_lesions(rng: np.random.Generator, phenotype: str, heart: HeartParams) -> tuple[float, tuple[LesionSpec, ...]]:
@@ -310,21 +314,24 @@ def _draw_tissue(rng: np.random.Generator) -> TissueParams:
     u = rng.uniform
     # Remote T1 ~ N(962, 25) ms (Piechnik 2013), clipped to +/- 2 SD.
     myo_t1 = tissue.tissue_table(1.5)["myocardium"].t1_ms + float(np.clip(rng.standard_normal(), -2, 2)) * tissue.MYO_T1_SD_MS
+    ecv_remote = u(*tissue.ECV_REMOTE_RANGE)
+    lo, hi = tissue.ECV_INTERMEDIATE_RANGE
     return TissueParams(
         hematocrit=u(*tissue.HEMATOCRIT_RANGE),
         myo_t1_ms=myo_t1,
-        ecv_remote=u(*tissue.ECV_REMOTE_RANGE),
-        ecv_intermediate=u(*tissue.ECV_INTERMEDIATE_RANGE),
+        ecv_remote=ecv_remote,
+        ecv_intermediate=u(max(lo, ecv_remote + tissue.ECV_INTERMEDIATE_MIN_RISE), hi),
         ecv_hyperintense=u(*tissue.ECV_HYPERINTENSE_RANGE),
-        lesion_t1_slope_ms=u(*tissue.LESION_T1_SLOPE_MS_RANGE),
+        t1_elevation_intermediate_ms=u(*tissue.T1_ELEVATION_INTERMEDIATE_MS_RANGE),
+        t1_elevation_hyperintense_ms=u(*tissue.T1_ELEVATION_HYPERINTENSE_MS_RANGE),
         blood_t1_post_ms=u(*tissue.BLOOD_T1_POST_MS_RANGE),
     )
 
 
-def _shift(rng: np.random.Generator, max_mm: float) -> np.ndarray:
-    """A breath-hold position change (mm): mostly head-feet (weights x 0.5, y 0.6, z 1), magnitude
-    `max_mm` * u^1.5 (most below 2 mm, a few up to `max_mm`)."""
-    return _unit_vector(rng, (0.5, 0.6, 1.0)) * max_mm * rng.random() ** 1.5
+def _shift(rng: np.random.Generator, lo_mm: float, hi_mm: float) -> np.ndarray:
+    """A breath-hold position change (mm): mostly head-feet (direction weights x 0.5, y 0.6, z 1),
+    magnitude uniform in [lo_mm, hi_mm]."""
+    return _unit_vector(rng, (0.5, 0.6, 1.0)) * rng.uniform(lo_mm, hi_mm)
 
 
 def _mm(v: np.ndarray) -> tuple[float, float, float]:
@@ -336,18 +343,19 @@ def _draw_quality(rng: np.random.Generator) -> ScanQuality:
     wrong_ti = rng.random() < 0.12
     ghosts = rng.random() < 0.12
     t1_motion = rng.random() < 0.15
-    t1_shift = _shift(rng, 5.0)  # cine -> T1 mapping
-    lge_shift = t1_shift + _shift(rng, 5.0)  # T1 mapping -> LGE
+    t1_shift = _shift(rng, 0.0, 5.0)  # cine -> T1 mapping
+    misregistered = rng.random() < 0.12
+    lge_shift = t1_shift + (_shift(rng, 2.5, 5.0) if misregistered else _shift(rng, 0.0, 1.5))  # T1 -> LGE
     return ScanQuality(
         cine_snr=u(25.0, 50.0),
         t1_snr=u(25.0, 50.0),
         lge_snr=u(20.0, 40.0),
         t1_shift_mm=_mm(t1_shift),
         lge_shift_mm=_mm(lge_shift),
-        t1_slice_jitter_mm=tuple(_mm(_shift(rng, 1.0)) for _ in range(3)),
+        t1_slice_jitter_mm=tuple(_mm(_shift(rng, 0.0, 1.0)) for _ in range(3)),
         lge_ti_error_ms=float(rng.choice([-1.0, 1.0]) * u(40.0, 90.0)) if wrong_ti else 0.0,
-        lge_ghost_mm=u(4.0, 10.0) if ghosts else 0.0,
-        t1_motion_mm=_mm(_shift(rng, 5.0)) if t1_motion else (0.0, 0.0, 0.0),
+        lge_ghost_mm=u(2.0, 6.0) if ghosts else 0.0,
+        t1_motion_mm=_mm(_shift(rng, 2.0, 5.0)) if t1_motion else (0.0, 0.0, 0.0),
     )
 
 
@@ -357,7 +365,7 @@ def draw_patient(seed: int, index: int, field_t: float = 1.5) -> PatientParams:
         raise ValueError(f"field strength must be one of {tissue.FIELDS_T} T, got {field_t!r}")
     rng = rng_for(seed, index, "patient")
     phenotype = str(rng.choice(PHENOTYPES, p=_PHENOTYPE_P))
-    heart, _ = _draw_heart(rng, phenotype)
+    heart = _draw_heart(rng, phenotype)
     torso = _draw_torso(rng)
     tissue_params = _draw_tissue(rng)
     rr_ms = 60000.0 / rng.uniform(55.0, 95.0)
@@ -368,7 +376,7 @@ def draw_patient(seed: int, index: int, field_t: float = 1.5) -> PatientParams:
         seed=int(seed),
         index=int(index),
         field_t=float(field_t),
-        patient_id=f"SYN{_uid_digits('patient', seed, index) % 10**8:08d}",
+        patient_id=f"SYN{_digest('patient', seed, index) % 10**8:08d}",
         phenotype=phenotype,
         rr_ms=float(rr_ms),
         cine_phases=cine_phases,
@@ -381,9 +389,11 @@ def draw_patient(seed: int, index: int, field_t: float = 1.5) -> PatientParams:
     )
 
 
+def _digest(*parts: object) -> int:
+    """A 128-bit integer from a one-way hash of `parts` (deterministic identifiers)."""
+    return int.from_bytes(hashlib.sha256(("vne-synth/" + "/".join(map(str, parts))).encode()).digest()[:16], "big")
+
+
 def study_uids(seed: int, index: int) -> tuple[str, str]:
-    """Deterministic DICOM UIDs ("2.25.<decimal>") of the study and its frame of reference."""
-    return tuple(
-        "2.25." + str(int.from_bytes(hashlib.sha256(f"vne-synth/{what}/{seed}/{index}".encode()).digest()[:16], "big"))
-        for what in ("study", "frame")
-    )
+    """Deterministic DICOM UIDs ("2.25.<decimal>", a UUID-derived root) of the study and its frame of reference."""
+    return f"2.25.{_digest('study', seed, index)}", f"2.25.{_digest('frame', seed, index)}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vne_inline.core.match import MatchCriteria, Match, find_match
+from vne_inline.core.match import Match, MatchCriteria, find_match
 from vne_inline.geometry import SliceGeometry, plane_from_normal
 from vne_inline.synth.acquisition import Resolution
 from vne_inline.synth.anatomy import Anatomy

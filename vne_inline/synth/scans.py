@@ -22,13 +22,21 @@ from vne_inline.physics.t1 import fit_t1, shmolli_ti_ms
 from vne_inline.synth.acquisition import Resolution, acquire
 from vne_inline.synth.anatomy import Anatomy
 from vne_inline.synth.coils import CoilArray
-from vne_inline.synth.contrast import PSIR_CYCLE_RR, Components, build_components, bssfp_signal, ir_signals, null_ti_ms, psir_signal
+from vne_inline.synth.contrast import (
+    PSIR_CYCLE_RR,
+    Components,
+    bssfp_signal,
+    build_components,
+    ir_signals,
+    null_ti_ms,
+    psir_signal,
+)
 from vne_inline.synth.fields import PlaneWaves
 from vne_inline.synth.heart import diastasis_phase
 from vne_inline.synth.patient import rng_for
 from vne_inline.synth.sampling import PixelMix, StackSampler
 
-__all__ = ["ExamContext", "CineScan", "T1Scan", "LgeScan", "simulate_cine", "simulate_t1", "simulate_lge", "LGE_GAIN"]
+__all__ = ["ExamContext", "CineScan", "T1Scan", "LgeScan", "simulate_cine", "simulate_t1", "simulate_lge", "lge_ti_ms", "lge_signal", "LGE_GAIN"]
 
 TEXTURE_AMPLITUDE = 0.03  # relative SD of the tissue texture
 CINE_GAIN = 1000.0  # uint16 value of blood at unit coil gain
@@ -36,8 +44,8 @@ T1_GAIN = 2000.0  # uint16 value of unit proton density at TI -> infinity and un
 LGE_GAIN = 1000.0  # float value of unit proton density, fully recovered
 T1_FIT_MIN_SNR = 4.0  # fit only pixels whose brightest IR image exceeds this many noise SDs
 T1_FIT_MIN_FRACTION = 0.12  # ... and this fraction of the bright tissue (leaves air and most lung unfitted)
-SHMOLLI_LATE_INVERSIONS = (1, 2)
-FIT_GRID, FIT_CHUNK = 48, 1024  # fit_t1 search grid and block size: same result as the defaults, faster  # TI-sorted images from ShMOLLI's 2nd and 3rd inversion (acquired last)
+SHMOLLI_LATE_INVERSIONS = (1, 2)  # TI-sorted images from ShMOLLI's 2nd and 3rd inversion (acquired last)
+FIT_GRID, FIT_CHUNK = 48, 1024  # fit_t1 search grid and block size: same result as the defaults, faster
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class ExamContext:
         return coil * (1.0 + TEXTURE_AMPLITUDE * self.texture(anatomy_points))
 
     def shadings(self, stack: StackSampler) -> list[np.ndarray]:
+        """`shading` of every slice of a stack."""
         return [self.shading(g, pts) for g, pts in zip(stack.geometries, stack.anatomy_points, strict=True)]
 
     def image(self, mix: PixelMix, signal: np.ndarray, shade: np.ndarray) -> np.ndarray:
@@ -70,6 +79,8 @@ class ExamContext:
 
 @dataclass(frozen=True)
 class CineScan:
+    """Cine images of every slice and phase on their planes."""
+
     geometries: tuple[SliceGeometry, ...]
     images: np.ndarray  # (slices, phases, ny, nx) uint16
     trigger_ms: np.ndarray  # (phases,)
@@ -77,6 +88,8 @@ class CineScan:
 
 @dataclass(frozen=True)
 class T1Scan:
+    """ShMOLLI IR images and fitted T1 maps, plus what the ground truth needs."""
+
     geometries: tuple[SliceGeometry, ...]
     ti_ms: np.ndarray  # (K,)
     ir_images: np.ndarray  # (slices, K, ny, nx) uint16
@@ -87,6 +100,8 @@ class T1Scan:
 
 @dataclass(frozen=True)
 class LgeScan:
+    """PSIR LGE images and the TI used."""
+
     geometries: tuple[SliceGeometry, ...]
     images: np.ndarray  # (slices, ny, nx) float32, signed
     ti_ms: float  # TI used

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from vne_inline.geometry import SliceGeometry
+from vne_inline.synth.contrast import weighted_sum
 from vne_inline.synth.labels import LABEL_TISSUE, Label
 from vne_inline.synth.sampling import PixelMix
 
@@ -90,7 +91,7 @@ def true_t1_ms(mix: PixelMix, component_t1: dict[str, float], lesion_t1: tuple[f
     per_label = np.array([0.0 if LABEL_TISSUE[lb] == "air" else component_t1[LABEL_TISSUE[lb]] for lb in Label], np.float32)
     delta = np.array([lesion_t1[0] - component_t1["myocardium"], lesion_t1[1] - component_t1["myocardium"]], np.float32)
     tissue = 1.0 - mix.labels[Label.AIR]
-    t1 = (per_label @ mix.labels + delta @ mix.lesion) / np.maximum(tissue, 1e-6)
+    t1 = (weighted_sum(per_label, mix.labels) + weighted_sum(delta, mix.lesion)) / np.maximum(tissue, 1e-6)
     return np.where(tissue >= 0.5, t1, 0.0).astype(np.float32)
 
 

@@ -248,10 +248,13 @@ def evaluate_exams(
     runs never suppress a VNE. `progress` receives one line per patient (directory name only).
     """
     config = config or CoreConfig()
+    model = f"{backend.config.name} ({backend.config.trained_on}-trained), backend {backend.name}"
+    if backend.config.trained_on == "synthetic":
+        model += "; weights trained on synthetic data are a demonstration, not for clinical use"
     out = Evaluation(
         exams=Path(exams).name,
         rois=f"contours ({Path(contours).name}/)" if contours is not None else "synthetic truth (truth.h5)",
-        model=f"{backend.config.name} ({backend.config.trained_on}-trained), backend {backend.name}",
+        model=model,
         patients=[],
     )
     with tempfile.TemporaryDirectory(prefix="vne-evaluate-") as store:

@@ -25,10 +25,6 @@ from vne_inline.validate.summary import (
 
 __all__ = ["write_report", "example_patients"]
 
-DISCLAIMER = ("Weights trained on synthetic data are a demonstration only, not for clinical use; "
-              "synthetic exams are not patients.")
-
-
 def _f(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
 
@@ -90,15 +86,11 @@ def _median_iqr(values: np.ndarray) -> str:
     return f"{median:.2f} [{q1:.2f}, {q3:.2f}]"
 
 
-def _markdown(evaluation: Evaluation, summary: Summary, agreement_pngs: dict[str, str], montage_pngs: list[str],
-              tables: tuple[str, str]) -> str:
+def _header(evaluation: Evaluation, tables: tuple[str, str]) -> list[str]:
     n_slices = sum(len(p.slices) for p in evaluation.patients)
-    reference = ("the synthetic truth (no true lesion pixel in the evaluated myocardium = negative)"
-                 if summary.reference == "truth" else
-                 f"LGE (LGE burden <= {NEGATIVE_LGE_PERCENT} % at the same threshold = negative)")
     lines = [
         "# VNE validation report", "",
-        f"- **Model**: {evaluation.model}. {DISCLAIMER}",
+        f"- **Model**: {evaluation.model}.",
         f"- **Data**: exam folder `{evaluation.exams}`; **n = {len(evaluation.patients)} patients**, "
         f"{n_slices} T1-map slices evaluated.",
         f"- **ROIs** (LV myocardium, remote myocardium, LV blood pool): {evaluation.rois}.",
@@ -106,7 +98,10 @@ def _markdown(evaluation: Evaluation, summary: Summary, agreement_pngs: dict[str
         "LGE matched to each T1 slice (normal cosine > 0.9, distance < 4 mm) and resampled onto the T1 grid.",
         "- **Lesion burden**: myocardial pixels at or above remote mean + f x (blood mean - remote mean); "
         "LGE and VNE at f = 0.5 / 0.25 / 0.125 (FWHM / FWQM / FWEM), VNE adjusted at 0.35 / 0.20 / 0.10. "
-        "Per patient: lesion area / myocardial area summed over slices.",
+        "Per patient: lesion area / myocardial area summed over slices. Both images use the T1 slice's ROIs: "
+        "VNE lies on the T1 grid by construction, the LGE only after resampling, so patient movement between the "
+        "T1 and LGE scans (and their different slice thickness) puts blood or epicardial fat into the LGE's "
+        "myocardial ROI and biases the LGE burden (usually upwards).",
         "- **Statistics**: Pearson r (95 % CI by Fisher z; scipy.stats.pearsonr); ICC(2,1) = two-way random "
         "effects, absolute agreement, single measures (McGraw & Wong ICC(A,1); pingouin.intraclass_corr, "
         "F-test p, CI rounded to 2 decimals); Bland-Altman bias = mean(VNE - LGE), limits = bias +/- 1.96 SD; "
@@ -118,24 +113,38 @@ def _markdown(evaluation: Evaluation, summary: Summary, agreement_pngs: dict[str
     left_out = [f"{p.name} {line}" for p in evaluation.patients for line in p.skipped]
     if left_out:
         lines += ["Slices left out: " + "; ".join(left_out) + ".", ""]
+    return lines
+
+
+def _agreement_section(summary: Summary, agreement_pngs: dict[str, str]) -> list[str]:
+    lines = []
     for level, unit in (("patient", "per patient (primary)"), ("slice", "per slice")):
         lines += [f"## Agreement of lesion burden, VNE vs LGE, {unit}", ""]
         lines += _agreement_table([a for a in summary.agreements if a.level == level]) + [""]
-    lines += [f"![{name} vs LGE]({png})\n" for name, png in agreement_pngs.items()]
-    lines += ["## False-positive patients", "",
-              f"Reference: {reference}. A negative patient is a false positive when its burden is > "
-              f"{FALSE_POSITIVE_PERCENT} %.", "",
-              "| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"]
-    for fp in summary.false_positives:
-        lines.append(f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | "
-                     f"{', '.join(fp.patients) or '-'} |")
-    target = "the true lesion (any grade)" if summary.reference == "truth" else "the LGE lesion at the same threshold"
+    return lines + [f"![{name} vs LGE]({png})\n" for name, png in agreement_pngs.items()]
+
+
+def _lesion_sections(summary: Summary) -> list[str]:
+    """False-positive patients and lesion Dice, against the truth or against LGE."""
+    truth = summary.reference == "truth"
+    reference = ("the synthetic truth (no true lesion pixel in the evaluated myocardium = negative)" if truth else
+                 f"LGE (LGE burden <= {NEGATIVE_LGE_PERCENT} % at the same threshold = negative)")
+    lines = ["## False-positive patients", "",
+             f"Reference: {reference}. A negative patient is a false positive when its burden is > "
+             f"{FALSE_POSITIVE_PERCENT} %.", "",
+             "| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"]
+    lines += [f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | {', '.join(fp.patients) or '-'} |"
+              for fp in summary.false_positives]
+    target = "the true lesion (any grade)" if truth else "the LGE lesion at the same threshold"
     lines += ["", "## Lesion Dice", "",
               f"Lesion masks over all slices of a patient against {target}, in reference-positive patients.", "",
               "| reading | threshold | n | Dice mean +/- SD |", "|---|---|---|---|"]
-    for d in summary.dice:
-        lines.append(f"| {d.reading} | {d.threshold} | {d.values.size} | {_f(d.mean)} +/- {_f(d.sd)} |")
-    lines += ["", "## Image quality (automated scores, VNE vs LGE, Wilcoxon signed-rank)", ""]
+    return lines + [f"| {d.reading} | {d.threshold} | {d.values.size} | {_f(d.mean)} +/- {_f(d.sd)} |"
+                    for d in summary.dice] + [""]
+
+
+def _quality_section(summary: Summary) -> list[str]:
+    lines = ["## Image quality (automated scores, VNE vs LGE, Wilcoxon signed-rank)", ""]
     lines += [f"- `{name}`: {text}" for name, text in QUALITY_SCORES.items()]
     lines += [
         "", "CNR is what the thresholds depend on (remote pixels cross a threshold at about f x CNR SDs), so "
@@ -146,14 +155,16 @@ def _markdown(evaluation: Evaluation, summary: Summary, agreement_pngs: dict[str
         "| score | n | VNE median [IQR] | LGE median [IQR] | median of differences | W | p |",
         "|---|---|---|---|---|---|---|",
     ]
-    for q in summary.quality:
-        lines.append(f"| {q.score} | {q.test.n} | {_median_iqr(q.vne)} | {_median_iqr(q.lge)} | "
-                     f"{_f(q.test.median_difference)} | {_f(q.test.statistic, 1)} | {_p(q.test.p)} |")
-    lines += ["", "## Example patients", "",
-              "T1 map, VNE, LGE on the T1 grid and lesion regions at FWHM (red), FWQM (orange), FWEM (yellow); "
-              "VNE lesions at the adjusted thresholds.", ""]
-    lines += [f"![{Path(m).stem}]({m})\n" for m in montage_pngs]
-    return "\n".join(lines) + "\n"
+    return lines + [f"| {q.score} | {q.test.n} | {_median_iqr(q.vne)} | {_median_iqr(q.lge)} | "
+                    f"{_f(q.test.median_difference)} | {_f(q.test.statistic, 1)} | {_p(q.test.p)} |"
+                    for q in summary.quality] + [""]
+
+
+def _examples_section(montage_pngs: list[str]) -> list[str]:
+    lines = ["## Example patients", "",
+             "T1 map, VNE, LGE on the T1 grid and lesion regions at FWHM (red), FWQM (orange), FWEM (yellow); "
+             "VNE lesions at the adjusted thresholds.", ""]
+    return lines + [f"![{Path(m).stem}]({m})\n" for m in montage_pngs]
 
 
 def write_report(evaluation: Evaluation, out: Path, examples: int = 3) -> Path:
@@ -173,5 +184,7 @@ def write_report(evaluation: Evaluation, out: Path, examples: int = 3) -> Path:
         montage_pngs.append(f"montage_{_slug(patient.name)}.png")
         montage(patient, out / montage_pngs[-1])
     report = out / "report.md"
-    report.write_text(_markdown(evaluation, summary, agreement_pngs, montage_pngs, _burden_tables(evaluation, out)))
+    lines = (_header(evaluation, _burden_tables(evaluation, out)) + _agreement_section(summary, agreement_pngs)
+             + _lesion_sections(summary) + _quality_section(summary) + _examples_section(montage_pngs))
+    report.write_text("\n".join(lines) + "\n")
     return report

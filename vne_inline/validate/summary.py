@@ -23,7 +23,7 @@ from vne_inline.validate.quality import QUALITY_SCORES
 from vne_inline.validate.stats import Agreement, Wilcoxon, agreement, wilcoxon
 
 __all__ = [
-    "FALSE_POSITIVE_PERCENT", "NEGATIVE_LGE_PERCENT", "AgreementRow", "DiceRow", "FalsePositiveRow", "QualityRow",
+    "FALSE_POSITIVE_PERCENT", "NEGATIVE_LGE_PERCENT", "VNE_READINGS", "AgreementRow", "DiceRow", "FalsePositiveRow", "QualityRow",
     "Summary", "summarise",
 ]
 

@@ -18,13 +18,16 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from vne_inline.core.match import Match, find_match, resample_onto  # noqa: E402
+from vne_inline.io.header import parse_header  # noqa: E402
 from vne_inline.io.mrd_file import read_file  # noqa: E402
 from vne_inline.io.records import ImageRecord  # noqa: E402
 from vne_inline.synth.truth import SliceTruth, read_truth  # noqa: E402
 
 __all__ = ["Panel", "show", "exam_panels", "file_panels"]
 
-T1_RANGE_MS = (0.0, 2000.0)
+T1_MAX_MS = {1.5: 2000.0, 3.0: 2500.0}  # colour-bar top by field strength (T)
+MAX_PER_ROW = 7  # wider rows wrap
+MIN_COLUMNS = 4  # rows with fewer panels keep this panel width
 # Overlay classes (name, colour) drawn over the truth panel, in painting order.
 OVERLAY = (("remote", "#3b82f6"), ("blood", "#d946ef"), ("lesion_intermediate", "#f59e0b"), ("lesion_hyperintense", "#ef4444"))
 
@@ -37,6 +40,7 @@ class Panel:
     title: str
     kind: str = "gray"
     overlay: dict[str, np.ndarray] = field(default_factory=dict)
+    vmax: float | None = None  # top of the display window (T1 maps)
 
 
 # --------------------------------------------------------------------------------------------- roles
@@ -54,12 +58,17 @@ def _role(record: ImageRecord) -> str:
     return "other"
 
 
-def _by_role(paths: list[Path]) -> dict[str, list[ImageRecord]]:
+def _by_role(paths: list[Path]) -> tuple[dict[str, list[ImageRecord]], float]:
+    """Records grouped by role, and the T1 colour-bar top for the field strength in the headers."""
     out: dict[str, list[ImageRecord]] = {}
+    t1_max = T1_MAX_MS[1.5]
     for path in paths:
-        for record in read_file(path).records():
+        scan = read_file(path)
+        field_t = parse_header(scan.header_xml).field_strength_t if scan.header_xml else None
+        t1_max = T1_MAX_MS.get(field_t, t1_max)
+        for record in scan.records():
             out.setdefault(_role(record), []).append(record)
-    return out
+    return out, t1_max
 
 
 def _pick_slice(records: list[ImageRecord], index: int | None) -> int:
@@ -91,7 +100,7 @@ def _truth_panel(truth: SliceTruth) -> Panel:
 def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
     """Rows of panels for one T1 slice of a patient directory, and a title."""
     files = [directory / n for n in ("cine.h5", "t1map.h5", "lge.h5") if (directory / n).exists()]
-    roles = _by_role(files)
+    roles, t1_max = _by_role(files)
     if not roles.get("t1map"):
         raise ValueError(f"{directory}: no T1 map found (t1map.h5 with GADGETRON_DataRole=T1)")
     k = _pick_slice(roles["t1map"], slice_index)
@@ -100,7 +109,7 @@ def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[l
     if roles.get("cine"):
         ed = [r for r in roles["cine"] if r.phase == 0]
         top.append(_matched(target, ed, "cine ED"))
-    top.append(Panel(target.pixels, f"T1 map, slice {k} (ms)", "t1"))
+    top.append(Panel(target.pixels, f"T1 map, slice {k} (ms)", "t1", vmax=t1_max))
     if roles.get("lge"):
         top.append(_matched(target, roles["lge"], "LGE PSIR"))
     title = f"{directory.name}: synthetic exam, T1 slice {k}"
@@ -121,9 +130,10 @@ def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[P
     """Rows of panels showing what one file holds (ISMRMRD scan or truth.h5)."""
     if path.name.startswith("truth"):
         truths = read_truth(path)
-        rows = [[_truth_panel(t), Panel(t.t1_true_ms, f"true native T1, slice {t.slice} (ms)", "t1")] for t in truths]
+        rows = [[_truth_panel(t), Panel(t.t1_true_ms, f"true native T1, slice {t.slice} (ms)", "t1",
+                                        vmax=T1_MAX_MS.get(t.attrs.get("field_t"), T1_MAX_MS[1.5]))] for t in truths]
         return rows, f"{path.parent.name}/{path.name}: ground truth per T1 slice"
-    roles = _by_role([path])
+    roles, t1_max = _by_role([path])
     rows: list[list[Panel]] = []
     if roles.get("cine"):
         rows.append([Panel(r.pixels, f"cine ED slice {r.slice}") for r in sorted(roles["cine"], key=lambda r: r.slice) if r.phase == 0])
@@ -131,12 +141,14 @@ def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[P
         k = _pick_slice(roles.get("t1map") or roles["ir"], slice_index)
         ir = sorted((r for r in roles.get("ir", []) if r.slice == k), key=lambda r: r.meta_float("GADGETRON_TI"))
         rows.append([Panel(r.pixels, f"slice {k} TI {r.meta_float('GADGETRON_TI'):.0f} ms") for r in ir])
-        rows[-1] += [Panel(r.pixels, f"T1 map slice {k} (ms)", "t1") for r in roles.get("t1map", []) if r.slice == k]
+        maps = [Panel(r.pixels, f"T1 map slice {k} (ms)", "t1", vmax=t1_max) for r in roles.get("t1map", []) if r.slice == k]
+        rows += [maps] if maps else []
     if roles.get("lge"):
         rows.append([Panel(r.pixels, f"LGE slice {r.slice}", "psir") for r in sorted(roles["lge"], key=lambda r: r.slice)])
     if not rows:
         raise ValueError(f"{path.name}: no cine, IR, T1-map or LGE images recognised")
-    return rows, f"{path.parent.name}/{path.name}"
+    wrapped = [row[i : i + MAX_PER_ROW] for row in rows for i in range(0, len(row), MAX_PER_ROW)]
+    return wrapped, f"{path.parent.name}/{path.name}"
 
 
 # --------------------------------------------------------------------------------------------- drawing
@@ -153,8 +165,10 @@ def _zoom(p: Panel) -> tuple[slice, slice]:
 def _draw(ax, p: Panel, fig) -> None:
     img = np.asarray(p.image, dtype=np.float32)
     if p.kind == "t1":
-        im = ax.imshow(img, cmap="turbo", vmin=T1_RANGE_MS[0], vmax=T1_RANGE_MS[1], interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label("T1 (ms)")
+        im = ax.imshow(img, cmap="turbo", vmin=0.0, vmax=p.vmax or T1_MAX_MS[1.5], interpolation="nearest")
+        bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        bar.ax.set_title("ms", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
     elif p.kind in ("psir", "truth"):
         region = _zoom(p) if p.kind == "truth" else (slice(None), slice(None))
         img = img[region]
@@ -167,24 +181,28 @@ def _draw(ax, p: Panel, fig) -> None:
         myo = p.overlay.get("myocardium")
         if myo is not None and myo[region].any():
             ax.contour(myo[region].astype(float), [0.5], colors="#22c55e", linewidths=1.0)
-    else:
-        ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(img, 99.7)) or 1.0, interpolation="nearest")
+    else:  # window on the central region (the heart), as an operator would, not on fat near the coil
+        ny, nx = img.shape
+        centre = img[ny // 4 : 3 * ny // 4, nx // 4 : 3 * nx // 4]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=float(np.percentile(centre, 99.5)) or 1.0, interpolation="nearest")
     ax.set_title(p.title, fontsize=8)
     ax.set_axis_off()
 
 
 def render(rows: list[list[Panel]], title: str, out: Path) -> Path:
     """Draw rows of panels (each row spans the figure width) into a PNG."""
-    width = 4.2 * max(len(rows[0]), 3)
-    heights = [width / max(len(r), 1) * 0.9 for r in rows]
+    width = 4.2 * MIN_COLUMNS
+    heights = [width / max(len(r), MIN_COLUMNS) * 0.9 for r in rows]  # a row's panels share the width
     fig = plt.figure(figsize=(width, sum(heights) + 0.8))
     grid = fig.add_gridspec(len(rows), 1, height_ratios=heights)
     for i, row in enumerate(rows):
-        sub = grid[i].subgridspec(1, len(row))
+        sub = grid[i].subgridspec(1, max(len(row), MIN_COLUMNS))
         for j, panel in enumerate(row):
             _draw(fig.add_subplot(sub[0, j]), panel, fig)
-    legend = "truth: " + ", ".join(f"{n.replace('_', ' ')} ({c})" for n, c in OVERLAY) + ", LV myocardium (green line)"
-    fig.suptitle(f"{title}\n{legend} - SYNTHETIC DATA, not for clinical use", fontsize=9)
+    legend = ""
+    if any(p.kind == "truth" for row in rows for p in row):
+        legend = "\ntruth: " + ", ".join(f"{n.replace('_', ' ')} ({c})" for n, c in OVERLAY) + ", LV myocardium (green line)"
+    fig.suptitle(f"{title}{legend}\nSYNTHETIC DATA, not for clinical use", fontsize=9)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, bbox_inches="tight")
