@@ -369,3 +369,12 @@ def test_build_script_fills_the_cache_the_backend_reads(model, fake_trt, gpu, tm
     assert "engine ready: tensorrt 10.9.0.34, NVIDIA Fake 80GB (sm 9.0)" in capsys.readouterr().out
     backend(model, fake_trt, tmp_path)  # the inline default (no building) finds it
     assert len(fake_trt.builds) == 1
+
+
+def test_tensorrt_prefers_the_fp16_sibling_and_cpu_backends_keep_fp32(model, fake_trt, gpu, tmp_path, monkeypatch):
+    write_identity_onnx(model.with_suffix(".fp16.onnx"))
+    monkeypatch.setenv("VNE_INLINE_ENGINE_CACHE", str(tmp_path / "engines"))
+    monkeypatch.setenv("VNE_INLINE_TRT_BUILD", "1")
+    monkeypatch.setattr(trt_backend, "device_memory", lambda: FakeMemory(fake_trt.device))
+    assert load_backend("tensorrt", model).detail.split(", ")[2] == "model.fp16.onnx"
+    assert load_backend("onnxruntime", model, threads=1).detail.endswith("model.onnx")

@@ -4,10 +4,10 @@
 The engine goes into the cache the scanner-side backend reads (``$VNE_INLINE_ENGINE_CACHE`` or
 ``~/.cache/vne-inline/tensorrt``), keyed by the ONNX file, TensorRT version, GPU and profile, so the
 inline backend finds it without building. With ``--verify`` the engine's output on one random batch
-is compared with ONNX Runtime's on the same ONNX file. The optimisation profile is the backend's:
+is compared with ONNX Runtime's on the float32 model (``x.onnx`` for ``x.fp16.onnx``, else the same file). The optimisation profile is the backend's:
 batch 1-8, H and W 64-512 pixels, tuned for one 256 x 256 slice. See trt_build/README.md.
 
-    python trt_build/build_engine.py --onnx vne_fp16.onnx --verify
+    python trt_build/build_engine.py --onnx vne_inline/weights/default.fp16.onnx --verify
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vne_inline.infer.base import BackendError
+from vne_inline.infer.select import FP16_SUFFIX
 from vne_inline.infer.tensorrt import EngineOptions, TensorRTBackend, default_cache_dir
 
 #: Largest accepted relative difference max|trt - ort| / max|ort| with --verify (FP16 / TF32 kernels).
@@ -28,7 +29,7 @@ VERIFY_LIMIT = 5e-3
 
 def _arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--onnx", type=Path, required=True, help="ONNX model from `vne-inline export` (use --fp16 there)")
+    p.add_argument("--onnx", type=Path, required=True, help="ONNX model from `vne-inline export --fp16`, named x.fp16.onnx next to x.onnx")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="engine cache (default: %(default)s)")
     p.add_argument("--workspace-mib", type=int, default=EngineOptions.workspace_mib, help="builder scratch memory")
     p.add_argument("--verify", action="store_true", help="compare with ONNX Runtime on one random batch")
@@ -42,7 +43,8 @@ def _verify(engine: TensorRTBackend, onnx: Path, size: int) -> float:
     rng = np.random.default_rng(0)
     batch = {n: rng.random((2, k, size, size), dtype=np.float32)
              for n, k in (("cine", c.n_cine_frames), ("ir", c.n_ir_images), ("t1", 1))}
-    reference = OnnxRuntimeBackend(onnx).run(batch)
+    fp32 = onnx.with_name(onnx.name.removesuffix(FP16_SUFFIX) + ".onnx")
+    reference = OnnxRuntimeBackend(fp32 if fp32.is_file() else onnx).run(batch)
     return float(np.abs(engine.run(batch) - reference).max() / np.abs(reference).max())
 
 
@@ -58,7 +60,8 @@ def main() -> int:
     print(f"engine ready: {engine.detail} in {options.cache_dir} ({options.profile.describe()})")
     if args.verify:
         error = _verify(engine, args.onnx, options.profile.opt_size)
-        print(f"TensorRT vs ONNX Runtime: max|difference| / max|ONNX Runtime| = {error:.2e} (limit {VERIFY_LIMIT:.0e})")
+        print(f"TensorRT vs ONNX Runtime (float32): max|difference| / max|ONNX Runtime| = {error:.2e} "
+              f"(limit {VERIFY_LIMIT:.0e})")
         return 0 if error < VERIFY_LIMIT else 2
     return 0
 

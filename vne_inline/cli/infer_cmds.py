@@ -17,8 +17,8 @@ from vne_inline.cli.app import app
 def export(
     weights: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Generator weights (.safetensors).")],
     out: Annotated[Path, typer.Option(help="Output ONNX file (single file, no external data).")],
-    fp16: Annotated[bool, typer.Option(help="Strongly typed FP16 graph for TensorRT (float32 inputs and output, "
-                                       "InstanceNorm in float32).")] = False,
+    fp16: Annotated[bool, typer.Option(help="FP16 graph for TensorRT's strongly typed mode (float32 inputs and "
+                                       "output, InstanceNorm in float32); name it x.fp16.onnx next to x.onnx.")] = False,
 ) -> None:
     """Export the generator to ONNX: inputs cine, ir, t1; output vne; dynamic batch, height and width."""
     try:

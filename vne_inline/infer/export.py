@@ -9,6 +9,8 @@ The model has inputs ``cine (B, F, H, W)``, ``ir (B, K, H, W)``, ``t1 (B, 1, H, 
 TensorRT 11, which no longer lowers precision by itself): weights, convolutions, activations and resizes in float16;
 InstanceNormalization in float32 (its mean and variance over a whole image can overflow float16);
 float32 inputs and output with Cast nodes at the edges, so every backend feeds both variants alike.
+Name it ``x.fp16.onnx`` next to the float32 ``x.onnx``: TensorRT then uses it, the CPU backends (for
+which float16 graphs are slow) keep ``x.onnx``.
 """
 
 from __future__ import annotations

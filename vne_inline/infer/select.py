@@ -13,12 +13,15 @@ from pathlib import Path
 
 from vne_inline.infer.base import Backend, BackendError, model_file
 
-__all__ = ["BACKENDS", "load_backend"]
+__all__ = ["BACKENDS", "FP16_SUFFIX", "load_backend"]
 
 log = logging.getLogger(__name__)
 
 #: Backend names in the order "auto" tries them.
 BACKENDS = ("tensorrt", "openvino", "onnxruntime", "pytorch")
+#: TensorRT prefers the model's FP16 export next to it (``x.onnx`` -> ``x.fp16.onnx``); the CPU
+#: backends keep the float32 file (float16 graphs run far slower on CPUs).
+FP16_SUFFIX = ".fp16.onnx"
 
 _cache: dict[tuple[str, str, int | None], Backend] = {}
 _lock = threading.RLock()
@@ -28,7 +31,9 @@ def _construct(name: str, model: str | Path | None, threads: int | None) -> Back
     if name == "tensorrt":
         from vne_inline.infer.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(model_file(model, ".onnx"))
+        onnx = model_file(model, ".onnx")
+        fp16 = onnx.with_suffix(FP16_SUFFIX)
+        return TensorRTBackend(fp16 if fp16.is_file() else onnx)
     if name == "openvino":
         from vne_inline.infer.openvino_backend import OpenVinoBackend
 
@@ -51,7 +56,8 @@ def _reason(exc: Exception) -> str:
 
 def load_backend(name: str = "auto", model: str | Path | None = None, threads: int | None = None) -> Backend:
     """The backend `name` ("auto" or one of :data:`BACKENDS`) for `model` (None: the shipped default;
-    a ``.onnx`` or ``.safetensors`` path, its sibling with the other suffix serving the other backends).
+    a ``.onnx`` or ``.safetensors`` path, its sibling with the other suffix serving the other backends,
+    and for TensorRT its ``.fp16.onnx`` sibling when present).
 
     `threads`: CPU threads (None: every CPU this process may use). Cached per process. Raises
     BackendError (one line) when the backend, or with "auto" every backend, cannot be loaded.
