@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,11 +15,11 @@ from vne_inline.cli.app import app
 
 @app.command()
 def prepare(
-    exams_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Directory of exam directories "
-                                     "(one per patient, ISMRMRD files per scan), or one exam directory."),
-    out: Path = typer.Option(Path("triplets.h5"), "--out", help="Output triplets file (HDF5)."),
-    min_cosine: float = typer.Option(0.9, help="Slice normals must have cosine similarity above this."),
-    max_distance_mm: float = typer.Option(4.0, help="Slice positions must differ by less than this (mm)."),
+    exams_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Directory of exam "
+                                              "directories (one per patient, ISMRMRD files per scan), or one exam directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Output triplets file (HDF5).")] = Path("triplets.h5"),
+    min_cosine: Annotated[float, typer.Option(help="Slice normals must have cosine similarity above this.")] = 0.9,
+    max_distance_mm: Annotated[float, typer.Option(help="Slice positions must differ by less than this (mm).")] = 4.0,
 ) -> None:
     """Match every T1-map slice with a cine and an LGE slice (the paper's criteria), resample them onto
     the T1 grid and store the triplets; rejected slices are listed with their reason."""
