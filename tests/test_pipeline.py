@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from vne_inline.core.match import MatchCriteria
-from vne_inline.core.pipeline import CoreConfig, InlineCore, SliceReport, announced_sets
+from vne_inline.core.pipeline import CoreConfig, InlineCore, SliceReport
 from vne_inline.core.roles import Role
 from vne_inline.core.store import StudyStore
 from vne_inline.geometry import SliceGeometry, plane_from_normal
 from vne_inline.io import ExamHeader, ImageRecord, make_header_xml
+from vne_inline.io.header import parse_header
 from vne_inline.modelspec import ModelConfig
 
 STUDY_UID = "2.25.31415926535"
@@ -332,7 +333,8 @@ def test_config_rejects_bad_properties(props, message):
 
 
 def test_announced_sets_and_report_line():
-    assert announced_sets(T1_HEADER) == len(TIS) and announced_sets(None) == 1 and announced_sets(b"junk") == 1
+    assert parse_header(T1_HEADER).n_sets == len(TIS) and parse_header(T1_HEADER).n_phases == 1
+    assert ExamHeader().n_sets == 1  # what a session uses for a missing or garbage header
     line = SliceReport(2, True, "from cine series 1 slice 4", 1.04, 0.999, 12.3).line()
     assert line == "T1 slice 2: VNE made: from cine series 1 slice 4 [cine 1.0 mm, cos 0.999] [12 ms]"
     assert SliceReport(0, False, "no cine match: none").line() == "T1 slice 0: no VNE: no cine match: none"

@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import ismrmrd.xsd as xsd
 import numpy as np
 
 from vne_inline.core.emit import vne_record
@@ -40,7 +39,7 @@ from vne_inline.core.store import SliceStore, StudyStore, default_store_dir
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
 
-__all__ = ["CoreConfig", "InlineCore", "Session", "SliceReport", "DEFAULT_VNE_SERIES", "PROPERTIES", "announced_sets"]
+__all__ = ["CoreConfig", "InlineCore", "Session", "SliceReport", "DEFAULT_VNE_SERIES", "PROPERTIES"]
 
 log = logging.getLogger("vne_inline.core.pipeline")
 
@@ -205,16 +204,6 @@ class InlineCore:
                 raise _Skip(f"model error: {type(exc).__name__}: {exc}") from exc
 
 
-def announced_sets(header_xml: str | bytes | None) -> int:
-    """Number of IR images per T1 slice announced by the header's ``set`` limit (1 when absent)."""
-    try:
-        xml = header_xml.decode("utf-8", "replace") if isinstance(header_xml, bytes) else header_xml
-        h = xsd.CreateFromDocument(xml.rstrip("\0"))
-        return int(h.encoding[0].encodingLimits.set.maximum) + 1
-    except Exception:  # absent, garbage or partial headers all mean "not announced"
-        return 1
-
-
 # ---------------------------------------------------------------------------- one connection
 class Session:
     """One connection: feeds images in, returns them (plus any VNE) out. Not shared between threads."""
@@ -235,7 +224,7 @@ class Session:
                         "different connections cannot be matched (per-session store)")
         self._study: StudyStore = core.store.study(key)
         self.n_phases = header.n_phases
-        self.n_sets = announced_sets(header_xml)
+        self.n_sets = header.n_sets
         self._cine: dict[tuple[int, int], dict[int, ImageRecord]] = {}
         self._maps: list[ImageRecord] = []
         self._ir: list[ImageRecord] = []

@@ -27,6 +27,7 @@ class ExamHeader:
     field_strength_t: float | None = None
     measurement_id: str | None = None
     n_phases: int = 1
+    n_sets: int = 1
 
     @property
     def study_key(self) -> str | None:
@@ -111,14 +112,15 @@ def parse_header(xml: str | bytes | None) -> ExamHeader:
         protocol_name=getattr(meas, "protocolName", None),
         field_strength_t=getattr(system, "systemFieldStrength_T", None),
         measurement_id=getattr(meas, "measurementID", None),
-        n_phases=_announced_phases(h),
+        n_phases=_announced(h, "phase"),
+        n_sets=_announced(h, "set"),
     )
 
 
-def _announced_phases(h) -> int:
-    """Number of cardiac phases announced by the first encoding's limits (1 when absent)."""
+def _announced(h, index: str) -> int:
+    """Count announced by the first encoding's limit `index` (phases, sets = IR images); 1 when absent."""
     try:
-        return int(h.encoding[0].encodingLimits.phase.maximum) + 1
+        return int(getattr(h.encoding[0].encodingLimits, index).maximum) + 1
     except (AttributeError, IndexError, TypeError):
         return 1
 
