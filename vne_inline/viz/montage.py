@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from vne_inline.core.match import Match, find_match, resample_onto  # noqa: E402
-from vne_inline.io.header import parse_header  # noqa: E402
+from vne_inline.core.roles import RoleRules, classify  # noqa: E402
+from vne_inline.io.header import ExamHeader, parse_header  # noqa: E402
 from vne_inline.io.mrd_file import read_file  # noqa: E402
 from vne_inline.io.records import ImageRecord  # noqa: E402
 from vne_inline.synth.truth import SliceTruth, read_truth  # noqa: E402
@@ -44,30 +45,19 @@ class Panel:
 
 
 # --------------------------------------------------------------------------------------------- roles
-def _role(record: ImageRecord) -> str:
-    """cine | ir | t1map | lge | other, from the role tags written by the synthetic generator."""
-    role = (record.meta_str("GADGETRON_DataRole") or "").upper()
-    if role == "T1":
-        return "t1map"
-    if role == "PSIR":
-        return "lge"
-    if record.meta_float("GADGETRON_TI") is not None:
-        return "ir"
-    if role == "IMAGE":
-        return "cine"
-    return "other"
-
-
 def _by_role(paths: list[Path]) -> tuple[dict[str, list[ImageRecord]], float]:
     """Records grouped by role, and the T1 colour-bar top for the field strength in the headers."""
     out: dict[str, list[ImageRecord]] = {}
     t1_max = T1_MAX_MS[1.5]
     for path in paths:
         scan = read_file(path)
-        field_t = parse_header(scan.header_xml).field_strength_t if scan.header_xml else None
-        t1_max = T1_MAX_MS.get(field_t, t1_max)
+        try:
+            header = parse_header(scan.header_xml)
+        except ValueError:
+            header = ExamHeader()
+        t1_max = T1_MAX_MS.get(header.field_strength_t, t1_max)
         for record in scan.records():
-            out.setdefault(_role(record), []).append(record)
+            out.setdefault(classify(record, RoleRules(), header.n_phases).value, []).append(record)
     return out, t1_max
 
 
