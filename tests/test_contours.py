@@ -43,7 +43,7 @@ def test_bad_npz_files_are_refused(tmp_path: Path) -> None:
     folder.mkdir()
     masks = rois()
     np.savez(folder / "slice_1.npz", myo=masks["myo"], blood=masks["blood"])
-    with pytest.raises(ValueError, match="missing arrays \\['remote'\\]"):
+    with pytest.raises(ValueError, match="missing \\['remote'\\]"):
         read_contours(tmp_path, "p")
     np.savez(folder / "slice_1.npz", **{**masks, "remote": np.zeros((6, 8))})
     with pytest.raises(ValueError, match="remote mask is empty"):
@@ -54,6 +54,24 @@ def test_bad_npz_files_are_refused(tmp_path: Path) -> None:
     np.savez(folder / "slice_1.npz", **{**masks, "myo": np.ones((2, 6, 8))})
     with pytest.raises(ValueError, match="2-D"):
         read_contours(tmp_path, "p")
+
+
+def test_lge_contours_are_optional_but_complete(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    masks = rois()
+    shifted = {f"lge_{k}": np.roll(v, 1, axis=1) for k, v in masks.items()}
+    np.savez(folder / "slice_0.npz", **masks)  # T1 contours only
+    np.savez(folder / "slice_1.npz", **masks, **shifted)
+    assert sorted(read_contours(tmp_path, "p")) == [0, 1]
+    lge = read_contours(tmp_path, "p", "lge")
+    assert sorted(lge) == [1]
+    assert np.array_equal(lge[1].myo, shifted["lge_myo"]) and not np.array_equal(lge[1].myo, masks["myo"])
+    np.savez(folder / "slice_1.npz", **masks, lge_myo=shifted["lge_myo"])
+    with pytest.raises(ValueError, match="missing \\['lge_remote', 'lge_blood'\\]"):
+        read_contours(tmp_path, "p", "lge")
+    with pytest.raises(ValueError, match="image must be one of"):
+        read_contours(tmp_path, "p", "cine")
 
 
 def test_slice_rois_validate_directly() -> None:
@@ -82,7 +100,7 @@ def test_nifti_needs_every_roi_and_no_npz_twin(tmp_path: Path) -> None:
     folder.mkdir()
     masks = rois()
     nibabel.save(nibabel.Nifti1Image(masks["myo"].T, np.eye(4)), str(folder / "slice_0_myo.nii"))
-    with pytest.raises(ValueError, match="lacks NIfTI ROIs \\['remote', 'blood'\\]"):
+    with pytest.raises(ValueError, match="NIfTI ROIs: missing \\['remote', 'blood'\\]"):
         read_contours(tmp_path, "p")
     for name in ("remote", "blood"):
         nibabel.save(nibabel.Nifti1Image(masks[name].T.astype(np.uint8), np.eye(4)), str(folder / f"slice_0_{name}.nii"))

@@ -133,7 +133,7 @@ def exams(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def evaluation(exams):
-    return evaluate_exams(exams[0], T1Backend(), exams[1])
+    return evaluate_exams(exams[0], T1Backend(), exams[1], margin_mm=0.0)  # whole ring: known answers
 
 
 def test_every_complete_patient_is_evaluated(evaluation) -> None:
@@ -157,6 +157,41 @@ def test_burdens_are_the_known_lesion_sizes(evaluation) -> None:
     # wrong TI: remote myocardium at 0.45 of blood; partial volume at the blood border crosses the lower thresholds
     wrong_ti = evaluation.patients[2]
     assert wrong_ti.burden("LGE", "FWHM") < 0.5 < 2.0 < wrong_ti.burden("LGE", "FWEM")
+
+
+def test_margin_leaves_out_the_partial_volume_rim(exams) -> None:
+    from vne_inline.quantify import inner_myocardium
+
+    evaluation = evaluate_exams(exams[0], T1Backend(), exams[1], margin_mm=2.0)
+    assert evaluation.margin_mm == 2.0
+    for p in evaluation.patients:
+        truth = [tissue(_geometry(o, 100.0, 64, 0.0), PATIENTS[p.name]) for o in SLICE_OFFSETS_MM]
+        inner = [inner_myocardium(t["myo"], (100.0 / 64, 100.0 / 64), 2.0) for t in truth]
+        assert all(0 < i.sum() < t["myo"].sum() for i, t in zip(inner, truth, strict=True))
+        true_percent = 100.0 * sum((t["lesion"] & i).sum() for t, i in zip(truth, inner, strict=True)) / sum(
+            i.sum() for i in inner)
+        assert p.burden("VNE", "FWHM") == pytest.approx(true_percent)
+        assert sum(s.burdens["VNE"]["FWHM"].myo_area_px for s in p.slices) == sum(i.sum() for i in inner)
+
+
+def test_lge_is_read_with_its_own_contours(exams, tmp_path) -> None:
+    """LGE contours that leave the lesion sector out of the myocardium: LGE burden 0, VNE unchanged."""
+    import shutil
+
+    contours = tmp_path / "contours"
+    shutil.copytree(exams[1], contours)
+    for s in (0, 1):
+        path = contours / "patient_002" / f"slice_{s}.npz"
+        with np.load(path) as f:
+            masks = dict(f)
+        lesion = tissue(_geometry(SLICE_OFFSETS_MM[s], 100.0, 64, 0.0), PATIENTS["patient_002"])["lesion"]
+        np.savez(path, **masks, lge_myo=masks["myo"] & ~lesion, lge_remote=masks["remote"], lge_blood=masks["blood"])
+    before = evaluate_exams(exams[0], T1Backend(), exams[1], margin_mm=0.0).patients[1]
+    after = evaluate_exams(exams[0], T1Backend(), contours, margin_mm=0.0).patients[1]
+    assert after.name == "patient_002" and before.burden("LGE", "FWHM") > 10
+    assert after.burden("LGE", "FWHM") < 0.5
+    assert after.burden("VNE", "FWHM") == before.burden("VNE", "FWHM")
+    assert all(s.lge_rois is not None and s.rois_for("vne") is s.rois for s in after.slices)
 
 
 def test_summary_counts_false_positives_and_dice_against_lge(evaluation) -> None:
@@ -225,6 +260,7 @@ def test_synthetic_exams_use_their_truth(synthetic) -> None:
         assert p.has_truth and p.slices and not p.skipped
         for s in p.slices:
             assert s.vne.shape == s.lge.shape == s.t1_ms.shape == s.rois.shape == s.truth.lesion.shape
+            assert s.lge_rois is not None and s.lge_rois.shape == s.rois.shape  # the LGE slice's own truth
             assert np.isfinite(s.quality("fidelity", "vne")) and np.isfinite(s.quality("fidelity", "lge"))
     positive = [p.truth_positive for p in evaluation.patients]
     assert positive.count(False) >= 1 and positive.count(True) >= 1

@@ -153,7 +153,24 @@ def test_generator_loss_weights_parts():
     feats = [torch.rand(2, 4, 8, 8)]
     weights = LossWeights(adversarial=1, l1=2, feature_matching=3, ms_ssim=4)
     total, parts = generator_loss(torch.zeros(2, 1, 3, 3), feats, feats, target + 0.1, target, weights)
-    assert set(parts) == {"adversarial", "l1", "feature_matching", "ms_ssim"}
+    assert set(parts) == {"adversarial", "l1", "feature_matching", "ms_ssim", "myocardium"}
     assert parts["adversarial"].item() == pytest.approx(1) and parts["l1"].item() == pytest.approx(0.1)
+    assert parts["myocardium"].item() == 0  # no focus map
     expected = sum(getattr(weights, k) * v.item() for k, v in parts.items())
     assert total.item() == pytest.approx(expected)
+
+
+def test_myocardium_term_counts_only_the_focus_pixels():
+    target = torch.zeros(2, 1, 32, 32)
+    fake = target.clone()
+    fake[:, :, :16] = 0.5  # error in the top half only
+    focus = torch.zeros_like(target)
+    focus[0, :, 20:30, 4:12] = 1  # bottom half of the first image: no error there
+    feats = [torch.rand(2, 4, 8, 8)]
+    weights = LossWeights(adversarial=0, l1=0, feature_matching=0, ms_ssim=0, myocardium=3)
+    total, parts = generator_loss(torch.ones(2, 1, 3, 3), feats, feats, fake, target, weights, focus)
+    assert parts["myocardium"].item() == 0 and total.item() == 0
+    focus[1, :, 10:18] = 1  # half of these rows carry an error of 0.5
+    total, parts = generator_loss(torch.ones(2, 1, 3, 3), feats, feats, fake, target, weights, focus)
+    expected = 0.5 * (6 * 32) / (80 + 8 * 32)
+    assert parts["myocardium"].item() == pytest.approx(expected) and total.item() == pytest.approx(3 * expected)

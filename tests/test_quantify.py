@@ -242,3 +242,23 @@ def test_dice() -> None:
     assert dice(a, a) == 1.0
     with pytest.raises(ValueError, match="shapes"):
         dice(a, b[:4])
+
+
+def test_inner_myocardium_leaves_out_the_rim() -> None:
+    from vne_inline.quantify import inner_myocardium
+
+    myo = np.zeros((12, 14), bool)
+    myo[2:10, 3:11] = True  # 8 x 8 block
+    assert np.array_equal(inner_myocardium(myo, (1.0, 1.0), 0.0), myo)
+    one = inner_myocardium(myo, (1.0, 1.0), 1.5)  # border pixel centre 0.5 mm deep, the next 1.5 mm
+    assert one.sum() == 36 and one[3:9, 4:10].all()
+    assert inner_myocardium(myo, (1.0, 1.0), 2.5).sum() == 16
+    assert inner_myocardium(myo, (0.5, 0.5), 1.5).sum() == 2 * 2  # depths 0.25, 0.75, 1.25, 1.75 mm: 3 pixels each side go
+    edge = np.zeros((6, 6), bool)
+    edge[:, :3] = True  # touches the image edge: outside the image counts as outside the mask
+    assert inner_myocardium(edge, (1.0, 1.0), 1.5)[:, 0].sum() == 0
+    with pytest.raises(ValueError, match="margin_mm"):
+        inner_myocardium(myo, (1.0, 1.0), -1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        inner_myocardium(myo[None], (1.0, 1.0))
+

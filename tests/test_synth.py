@@ -19,7 +19,7 @@ from vne_inline.io.header import parse_header
 from vne_inline.io.mrd_file import read_file
 from vne_inline.synth.exam import FILES, generate_exams, generate_patient
 from vne_inline.synth.planning import LGE_MATCH
-from vne_inline.synth.truth import read_truth
+from vne_inline.synth.truth import read_lge_truth, read_truth
 
 SEED = 7
 N_PATIENTS = 3
@@ -190,6 +190,24 @@ def test_truth_masks_are_consistent(exams):
         assert set(a["movement_mm"]) == {"t1", "lge"} and "patient" in a
         assert [t.attrs["level"] for t in e["truth"]] == ["basal", "mid", "apical"]
     assert any(e["truth"][0].attrs["lesion_burden"] > 0 for e in exams)
+
+
+def test_lge_truth_is_drawn_on_each_lge_slice(exams):
+    """One truth group per LGE slice, on its grid, outlining the anatomy the LGE image shows."""
+    for e in exams:
+        lge = _by_slice(e["lge"].groups["image_4"])
+        truth = read_lge_truth(e["dir"] / "truth.h5")
+        assert [t.slice for t in truth] == sorted(lge)
+        flags = e["truth"][0].attrs["artefacts"]
+        for t in truth:
+            image = lge[t.slice]
+            assert t.geometry.matrix == image.geometry.matrix and np.allclose(t.geometry.position, image.geometry.position)
+            assert t.myocardium.shape == image.pixels.shape
+            assert not (t.lesion & ~t.myocardium).any() and not (t.remote & ~t.myocardium).any()
+            if t.remote.sum() > 50 and t.blood.sum() > 50 and not flags["lge_wrong_ti"]:
+                blood, remote = image.pixels[t.blood].mean(), image.pixels[t.remote].mean()
+                assert abs(remote) < 0.15 * blood, (e["dir"].name, t.slice, remote, blood)  # nulled where the truth says
+        assert sum(t.myocardium.sum() > 200 for t in truth) >= 3
 
 
 # ------------------------------------------------------------------------------------------- options

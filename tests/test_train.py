@@ -18,7 +18,13 @@ from safetensors.torch import load_file  # noqa: E402
 from vne_inline.model.discriminator import PatchDiscriminator  # noqa: E402
 from vne_inline.model.generator import VNEGenerator, load_weights  # noqa: E402
 from vne_inline.modelspec import ModelConfig, read_config  # noqa: E402
-from vne_inline.train.dataset import TripletDataset, read_index, split_patients  # noqa: E402
+from vne_inline.train.dataset import (  # noqa: E402
+    FOCUS_MARGIN_MM,
+    TripletDataset,
+    focus_map,
+    read_index,
+    split_patients,
+)
 from vne_inline.train.loop import (  # noqa: E402
     CHECKPOINT_NAME,
     GENERATOR_NAME,
@@ -131,6 +137,7 @@ def test_dataset_items_are_deterministic_crops(triplets):
         "t1": (1, 32, 32),
         "target": (1, 32, 32),
         "valid": (1, 32, 32),
+        "focus": (1, 32, 32),
     }
     assert all(v.dtype == torch.float32 for v in item.values())
     again = TripletDataset(triplets, names, TINY, crop_size=32, seed=7)[3]
@@ -210,6 +217,41 @@ def test_checkpoint_restores_trainer_exactly(tmp_path, triplets):
         torch.testing.assert_close(s["exp_avg"], stored[f"opt_d.{pid}.exp_avg"], rtol=0, atol=0)
     assert fresh.opt_g.state_dict()["param_groups"][0]["betas"] == [0.5, 0.999]
     assert load_file(str(out / GENERATOR_NAME))["fusion.1.weight"].dtype == torch.float16
+
+
+def test_focus_map_reaches_the_margin_around_the_myocardium():
+    myo = np.zeros((40, 40), bool)
+    myo[18:22, 10:30] = True
+    focus = focus_map(myo, myo.shape, (0.5, 1.0))  # x spacing 0.5 mm, y spacing 1 mm
+    assert focus.dtype == np.float32 and np.all(focus[myo] == 1)
+    reach_y, reach_x = int(FOCUS_MARGIN_MM / 1.0), int(FOCUS_MARGIN_MM / 0.5)
+    assert focus[18 - reach_y, 20] == 1 and focus[18 - reach_y - 1, 20] == 0
+    assert focus[20, 10 - reach_x] == 1 and focus[20, 10 - reach_x - 1] == 0
+    assert not focus_map(None, (5, 6), (1.0, 1.0)).any() and focus_map(None, (5, 6), (1.0, 1.0)).shape == (5, 6)
+
+
+def test_dataset_focus_follows_the_masks(tmp_path):
+    with_masks = TripletDataset(make_triplets(tmp_path / "m.h5"), ["P000_s0"], TINY, crop_size=None, augment=False)
+    without = TripletDataset(make_triplets(tmp_path / "n.h5", masks=False), ["P000_s0"], TINY, crop_size=None,
+                             augment=False)
+    focus, myo = with_masks[0]["focus"][0].numpy(), with_masks.full_slice(0).masks["myo"]
+    assert np.all(focus[myo] == 1) and 0 < focus.mean() < 1 and focus.sum() > myo.sum()
+    assert not without[0]["focus"].any()
+
+
+def test_init_starts_from_given_weights(tmp_path, triplets):
+    first = tmp_path / "first"
+    train(triplets, first, TINY, tiny_options(epochs=1))
+    start = load_weights(first / GENERATOR_NAME)
+    zero_lr = tiny_options(epochs=1, lr=0.0, init=str(first / GENERATOR_NAME))
+    history = train(triplets, tmp_path / "second", ModelConfig(), zero_lr)  # the weights' config wins
+    again = load_weights(tmp_path / "second" / GENERATOR_NAME)
+    assert again.config == TINY and history[0]["step"] == 2
+    for key, value in start.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    fresh = load_weights(first / GENERATOR_NAME)
+    torch.manual_seed(0)
+    assert any(not torch.equal(v, VNEGenerator(TINY).state_dict()[k]) for k, v in fresh.state_dict().items())
 
 
 def test_resume_needs_a_checkpoint(tmp_path, triplets):
@@ -350,5 +392,7 @@ def test_train_command_defaults_match_train_options():
         defaults["lambda_l1"],
         defaults["lambda_fm"],
         defaults["lambda_ssim"],
+        defaults["lambda_myo"],
     )
-    assert cli_weights == (weights.adversarial, weights.l1, weights.feature_matching, weights.ms_ssim)
+    assert cli_weights == (weights.adversarial, weights.l1, weights.feature_matching, weights.ms_ssim,
+                           weights.myocardium)

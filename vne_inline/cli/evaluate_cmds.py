@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.quantify import BORDER_MARGIN_MM
 
 
 @app.command("evaluate")
@@ -21,6 +22,7 @@ def evaluate_command(
     contours: Annotated[Path | None, typer.Option(help="ROIs per patient and T1 slice (docs/contours.md); "
                                                   "default: each exam's truth.h5", exists=True, file_okay=False)] = None,
     examples: Annotated[int, typer.Option(min=0, help="patients shown as image montages")] = 3,
+    margin_mm: Annotated[float, typer.Option(min=0.0, help="partial-volume rim (mm) left out of the myocardium ROIs")] = BORDER_MARGIN_MM,
 ) -> None:
     """Run VNE through the inline core on every exam, match LGE onto the T1 grid, quantify lesion burden
     (FWHM/FWQM/FWEM; VNE also at 35/20/10 %) and write the agreement statistics and figures."""
@@ -39,7 +41,7 @@ def evaluate_command(
     except BackendError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    evaluation = evaluate_exams(exams, engine, contours, progress=typer.echo)
+    evaluation = evaluate_exams(exams, engine, contours, progress=typer.echo, margin_mm=margin_mm)
     if not evaluation.patients:
         typer.echo("error: no patient could be evaluated", err=True)
         raise typer.Exit(1)

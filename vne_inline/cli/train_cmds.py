@@ -25,6 +25,10 @@ def train_command(
         typer.Option("--data", help="triplets.h5 from `vne-inline prepare`", exists=True, dir_okay=False),
     ],
     out: Annotated[Path, typer.Option("--out", help="run folder: checkpoint, generator weights, metrics")],
+    init: Annotated[
+        Path | None,
+        typer.Option(help="start from these generator weights (fine-tuning; their model config wins)", exists=True, dir_okay=False),
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="continue from <out>/checkpoint.safetensors (its config and seed)")
     ] = False,
@@ -38,6 +42,7 @@ def train_command(
     lambda_l1: Annotated[float, typer.Option(help="weight of the pixel L1 term")] = 100.0,
     lambda_fm: Annotated[float, typer.Option(help="weight of discriminator feature matching")] = 10.0,
     lambda_ssim: Annotated[float, typer.Option(help="weight of (1 - MS-SSIM)")] = 10.0,
+    lambda_myo: Annotated[float, typer.Option(help="weight of the pixel L1 around the LV myocardium (needs masks)")] = 100.0,
     disc_width: Annotated[int, typer.Option(min=1, help="PatchGAN base width")] = 32,
     base_width: Annotated[int, typer.Option(min=1, help="U-Net base width")] = _DEFAULT.base_width,
     depth: Annotated[
@@ -81,7 +86,7 @@ def train_command(
         batch_size=batch_size,
         crop_size=crop_size,
         lr=lr,
-        weights=LossWeights(lambda_adv, lambda_l1, lambda_fm, lambda_ssim),
+        weights=LossWeights(lambda_adv, lambda_l1, lambda_fm, lambda_ssim, lambda_myo),
         disc_width=disc_width,
         seed=seed,
         threads=threads,
@@ -91,6 +96,7 @@ def train_command(
         workers=workers,
         fp16_weights=fp16,
         progress=progress,
+        init=str(init) if init is not None else None,
     )
     try:
         history = train(data, out, config, options, resume=resume)

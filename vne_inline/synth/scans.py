@@ -106,6 +106,7 @@ class LgeScan:
     images: np.ndarray  # (slices, ny, nx) float32, signed
     ti_ms: float  # TI used
     ti_nominal_ms: float  # TI that nulls remote myocardium
+    mixes: tuple[PixelMix, ...]  # per slice, the anatomy during the LGE scan (ground truth)
 
 
 def _uint16(image: np.ndarray) -> np.ndarray:
@@ -187,7 +188,8 @@ def simulate_lge(ctx: ExamContext, geometries: tuple[SliceGeometry, ...], resolu
     phase = diastasis_phase(p.rr_ms)
     stack = StackSampler(ctx.anatomy, geometries, q.lge_shift_mm)
     out = np.empty((len(geometries), *geometries[0].shape), dtype=np.float32)
-    for i, (g, mix, shade) in enumerate(zip(geometries, stack.mixes(phase), ctx.shadings(stack), strict=True)):
+    mixes = stack.mixes(phase)
+    for i, (g, mix, shade) in enumerate(zip(geometries, mixes, ctx.shadings(stack), strict=True)):
         image = ctx.image(mix, signal, shade).reshape(g.shape)
         out[i] = LGE_GAIN * acquire(image, resolution, sigma, rng, q.lge_ghost_mm, g.pixel_spacing[1]).real
-    return LgeScan(geometries, out, float(ti), float(ti_nominal))
+    return LgeScan(geometries, out, float(ti), float(ti_nominal), tuple(mixes))

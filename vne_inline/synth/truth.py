@@ -10,6 +10,10 @@ partial-volume weighted over the non-air tissue, noiseless; 0 in air) and the ar
 LGE (the PSIR signal at the TI nulling remote myocardium, with coil shading, in lge.h5 units) of the
 anatomy as it lay during the T1 scan. Plus the slice geometry and, as JSON attributes, the patient's
 parameters and derived facts (phenotype, true lesion burden, artefact flags, movement).
+
+Per LGE slice (groups ``lge_NN``, :class:`LgeTruth`): the same five masks on the LGE slice's own grid,
+of the anatomy as it lay during the LGE scan: the contours a reader draws on the LGE image, which the
+patient's movement between the scans shifts against the T1 slice's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from vne_inline.synth.contrast import weighted_sum
 from vne_inline.synth.labels import LABEL_TISSUE, Label
 from vne_inline.synth.sampling import PixelMix
 
-__all__ = ["SliceTruth", "truth_masks", "true_t1_ms", "write_truth", "read_truth", "REMOTE_MARGIN_MM", "REMOTE_CORE_MM", "BLOOD_MARGIN_MM"]
+__all__ = ["SliceTruth", "LgeTruth", "read_lge_truth", "truth_masks", "true_t1_ms", "write_truth", "read_truth", "REMOTE_MARGIN_MM", "REMOTE_CORE_MM", "BLOOD_MARGIN_MM"]
 
 REMOTE_MARGIN_MM = 5.0  # remote ROI distance from lesions
 REMOTE_CORE_MM = 2.5  # remote ROI depth inside the myocardial border
@@ -50,6 +54,24 @@ class SliceTruth:
     t1_true_ms: np.ndarray
     lge_true: np.ndarray
     attrs: dict = field(default_factory=dict)
+
+    @property
+    def lesion(self) -> np.ndarray:
+        """Lesion pixels of either grade."""
+        return self.lesion_hyperintense | self.lesion_intermediate
+
+
+@dataclass
+class LgeTruth:
+    """Masks of LGE slice `slice` (arrays (ny, nx) on `geometry`), anatomy during the LGE scan."""
+
+    slice: int
+    geometry: SliceGeometry
+    myocardium: np.ndarray
+    lesion_hyperintense: np.ndarray
+    lesion_intermediate: np.ndarray
+    remote: np.ndarray
+    blood: np.ndarray
 
     @property
     def lesion(self) -> np.ndarray:
@@ -95,49 +117,67 @@ def true_t1_ms(mix: PixelMix, component_t1: dict[str, float], lesion_t1: tuple[f
     return np.where(tissue >= 0.5, t1, 0.0).astype(np.float32)
 
 
-def write_truth(path: str | Path, truths: list[SliceTruth], attrs: dict) -> None:
-    """Write `truth.h5`: one group per slice plus JSON attributes (`attrs` at the root)."""
+def _write_masks(h5: h5py.File, name: str, t: SliceTruth | LgeTruth) -> h5py.Group:
+    """Group `name` with the slice index, geometry and the five masks of `t`."""
+    g = h5.create_group(name)
+    g.attrs["slice"] = t.slice
+    for key in _GEOMETRY:
+        g.attrs[key] = np.asarray(getattr(t.geometry, key), dtype=np.float64)
+    g.attrs["matrix"] = np.asarray(t.geometry.matrix, dtype=np.int64)
+    for key in _MASKS:
+        g.create_dataset(key, data=getattr(t, key).astype(np.uint8), compression="gzip")
+    return g
+
+
+def _read_masks(g: h5py.Group) -> dict:
+    """Slice index, geometry and masks of a group written by :func:`_write_masks`."""
+    geometry = SliceGeometry(**{k: np.array(g.attrs[k]) for k in _GEOMETRY}, matrix=tuple(int(v) for v in g.attrs["matrix"]))
+    return {"slice": int(g.attrs["slice"]), "geometry": geometry, **{k: np.asarray(g[k][()], dtype=bool) for k in _MASKS}}
+
+
+def write_truth(path: str | Path, truths: list[SliceTruth], attrs: dict, lge: list[LgeTruth] = ()) -> None:
+    """Write `truth.h5`: one group per T1 slice and per LGE slice, plus JSON attributes (`attrs` at the root)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as h5:
         h5.attrs["format"] = "vne-inline synthetic truth 1"
         h5.attrs["attrs"] = json.dumps(attrs)
+        for t in lge:
+            _write_masks(h5, f"lge_{t.slice:02d}", t)
         for t in truths:
-            g = h5.create_group(f"slice_{t.slice:02d}")
-            g.attrs["slice"] = t.slice
+            g = _write_masks(h5, f"slice_{t.slice:02d}", t)
             g.attrs["attrs"] = json.dumps(t.attrs)
-            for name in _GEOMETRY:
-                g.attrs[name] = np.asarray(getattr(t.geometry, name), dtype=np.float64)
-            g.attrs["matrix"] = np.asarray(t.geometry.matrix, dtype=np.int64)
-            for name in _MASKS:
-                g.create_dataset(name, data=getattr(t, name).astype(np.uint8), compression="gzip")
             g.create_dataset("t1_true_ms", data=t.t1_true_ms.astype(np.float32), compression="gzip")
             g.create_dataset("lge_true", data=t.lge_true.astype(np.float32), compression="gzip")
 
 
-def read_truth(path: str | Path) -> list[SliceTruth]:
-    """The slices of a `truth.h5`, in slice order; `attrs` merges the file's and the slice's JSON."""
-    path = Path(path)
+def _open(path: Path) -> h5py.File:
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(f"{path.name}: not a readable truth file ({exc})") from exc
-    with h5:
-        if "attrs" not in h5.attrs:
-            raise ValueError(f"{path.name}: not a vne-inline truth file")
+    if "attrs" not in h5.attrs:
+        h5.close()
+        raise ValueError(f"{path.name}: not a vne-inline truth file")
+    return h5
+
+
+def read_truth(path: str | Path) -> list[SliceTruth]:
+    """The T1 slices of a `truth.h5`, in slice order; `attrs` merges the file's and the slice's JSON."""
+    with _open(Path(path)) as h5:
         common = json.loads(h5.attrs["attrs"])
-        out = []
-        for name in sorted(k for k in h5 if k.startswith("slice_")):
-            g = h5[name]
-            geometry = SliceGeometry(**{k: np.array(g.attrs[k]) for k in _GEOMETRY}, matrix=tuple(int(v) for v in g.attrs["matrix"]))
-            out.append(
-                SliceTruth(
-                    slice=int(g.attrs["slice"]),
-                    geometry=geometry,
-                    **{k: np.asarray(g[k][()], dtype=bool) for k in _MASKS},
-                    t1_true_ms=np.asarray(g["t1_true_ms"][()]),
-                    lge_true=np.asarray(g["lge_true"][()]),
-                    attrs=common | json.loads(g.attrs["attrs"]),
-                )
+        return [
+            SliceTruth(
+                **_read_masks(g := h5[name]),
+                t1_true_ms=np.asarray(g["t1_true_ms"][()]),
+                lge_true=np.asarray(g["lge_true"][()]),
+                attrs=common | json.loads(g.attrs["attrs"]),
             )
-    return out
+            for name in sorted(k for k in h5 if k.startswith("slice_"))
+        ]
+
+
+def read_lge_truth(path: str | Path) -> list[LgeTruth]:
+    """The LGE slices of a `truth.h5`, in slice order (empty for files written before they were added)."""
+    with _open(Path(path)) as h5:
+        return [LgeTruth(**_read_masks(h5[name])) for name in sorted(k for k in h5 if k.startswith("lge_"))]

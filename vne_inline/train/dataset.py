@@ -8,6 +8,10 @@ random up-down / left-right flips, a random multiple of 90 degrees rotation, and
 uniform in [1 - s, 1 + s] (s = ``intensity_jitter``) applied separately to the cine and the IR
 images (T1 is quantitative and the target is left alone).
 
+Each item also carries a ``focus`` map for the myocardial L1 term (``model.losses``): 1 within
+:data:`FOCUS_MARGIN_MM` of the slice's ``myo`` mask (the LV myocardium and its borders, which the
+misregistration between scans moves by a few mm), 0 elsewhere and on slices without masks.
+
 Randomness comes from ``numpy.random.default_rng((seed, epoch, index))``: a sample depends only on
 the seed, the epoch (:meth:`TripletDataset.set_epoch`) and its index, whatever the worker or process.
 """
@@ -22,12 +26,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 from torch.utils.data import Dataset
 
 from vne_inline.core.normalise import ModelInputs, normalise_lge, prepare_inputs
 from vne_inline.modelspec import ModelConfig
 
 __all__ = [
+    "FOCUS_MARGIN_MM",
     "FORMAT",
     "MASK_NAMES",
     "FullSlice",
@@ -41,6 +47,8 @@ __all__ = [
 FORMAT = "vne-triplets/1"
 #: Validation masks used for lesion burden (myocardium, remote ROI, blood-pool ROI).
 MASK_NAMES = ("myo", "remote", "blood")
+#: The focus map reaches this far (mm) beyond the LV myocardium mask.
+FOCUS_MARGIN_MM = 4.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ class SliceRecord:
 
 @dataclass(frozen=True)
 class FullSlice:
-    """A whole normalised slice: inputs, target (normalised LGE, H x W), `valid` and burden masks (bool)."""
+    """A whole normalised slice: inputs, target (normalised LGE, H x W), `valid`, burden masks (bool)
+    and the focus map (float32, H x W)."""
 
     name: str
     patient: str
@@ -62,8 +71,13 @@ class FullSlice:
     target: np.ndarray
     valid: np.ndarray
     masks: dict[str, np.ndarray]
-    pixel_area_mm2: float
+    focus: np.ndarray
+    pixel_spacing_mm: tuple[float, float]
     heart_centre: tuple[float, float]
+
+    @property
+    def pixel_area_mm2(self) -> float:
+        return self.pixel_spacing_mm[0] * self.pixel_spacing_mm[1]
 
     @property
     def has_masks(self) -> bool:
@@ -96,6 +110,14 @@ def read_index(path: str | Path) -> list[SliceRecord]:
         ]
 
 
+def focus_map(myo: np.ndarray | None, shape: tuple[int, int], spacing_mm: tuple[float, float]) -> np.ndarray:
+    """1 within :data:`FOCUS_MARGIN_MM` of the `myo` mask (x, y pixel spacing in mm), else 0; all 0 without one."""
+    if myo is None or not myo.any():
+        return np.zeros(shape, np.float32)
+    distance = distance_transform_edt(~myo, sampling=(spacing_mm[1], spacing_mm[0]))
+    return (distance <= FOCUS_MARGIN_MM).astype(np.float32)
+
+
 def read_slice(group: h5py.Group, config: ModelConfig) -> FullSlice:
     """Read and normalise one slice group (whole slice, no crop)."""
     inputs = prepare_inputs(group["cine"][()], group["ir"][()], group["ti_ms"][()], group["t1"][()], config)
@@ -104,7 +126,7 @@ def read_slice(group: h5py.Group, config: ModelConfig) -> FullSlice:
     masks = {name: group[name][()].astype(bool) for name in MASK_NAMES if name in group}
     h, w = inputs.shape
     centre = group.attrs.get("heart_centre_px", ((h - 1) / 2, (w - 1) / 2))
-    dx, dy = (float(v) for v in group.attrs.get("pixel_spacing_mm", (1.0, 1.0)))
+    spacing = tuple(float(v) for v in group.attrs.get("pixel_spacing_mm", (1.0, 1.0)))
     return FullSlice(
         name=group.name.rsplit("/", 1)[-1],
         patient=_text(group.attrs["patient"]),
@@ -112,7 +134,8 @@ def read_slice(group: h5py.Group, config: ModelConfig) -> FullSlice:
         target=target,
         valid=valid,
         masks=masks,
-        pixel_area_mm2=dx * dy,
+        focus=focus_map(masks.get("myo"), (h, w), spacing),
+        pixel_spacing_mm=spacing,
         heart_centre=(float(centre[0]), float(centre[1])),
     )
 
@@ -154,7 +177,7 @@ class TripletDataset(Dataset):
     """Heart-centred training crops (or whole slices with ``crop_size=None``) of the named slices.
 
     Items are dicts of float32 tensors: cine (F, c, c), ir (K, c, c), t1 (1, c, c), target (1, c, c),
-    valid (1, c, c) (1 where the LGE covers the pixel).
+    valid (1, c, c) (1 where the LGE covers the pixel), focus (1, c, c) (:func:`focus_map`).
     """
 
     def __init__(
@@ -200,6 +223,7 @@ class TripletDataset(Dataset):
             **s.inputs.arrays(),
             "target": s.target[None],
             "valid": s.valid[None].astype(np.float32),
+            "focus": s.focus[None],
         }
         if self.crop_size is not None:
             c = self.crop_size

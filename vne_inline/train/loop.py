@@ -9,7 +9,8 @@ feature matching + (1 - MS-SSIM)). Adam (lr 2e-4, betas 0.5 / 0.999) for both. M
 Validation after every epoch (rank 0, whole slices padded with ``core.normalise.stack_batch``): mean
 L1 and SSIM inside the LGE coverage (normalised units), and, for slices with myo/remote/blood masks,
 the per-patient FWHM lesion burden of the emitted VNE image (``core.normalise.to_vne``) against the
-LGE target (``vne_inline.quantify``): Pearson r and mean absolute difference (percentage points).
+LGE target (``vne_inline.quantify``, myocardium without its partial-volume rim,
+``quantify.inner_myocardium``): Pearson r and mean absolute difference (percentage points).
 
 Files (rank 0 only) in the output folder after every epoch: ``checkpoint.safetensors`` (generator,
 discriminator and optimiser tensors; JSON metadata ``vne_state`` with epoch, step, seed, options,
@@ -46,10 +47,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vne_inline.core.normalise import crop, stack_batch, to_vne
 from vne_inline.model.discriminator import PatchDiscriminator
-from vne_inline.model.generator import VNEGenerator, atomic_save_file, save_weights
+from vne_inline.model.generator import VNEGenerator, atomic_save_file, load_weights, save_weights
 from vne_inline.model.losses import LossWeights, discriminator_loss, generator_loss, ssim
-from vne_inline.modelspec import CONFIG_KEY, ModelConfig
-from vne_inline.quantify import LGE_FRACTIONS, patient_burden, slice_burden
+from vne_inline.modelspec import CONFIG_KEY, ModelConfig, read_config
+from vne_inline.quantify import LGE_FRACTIONS, inner_myocardium, patient_burden, slice_burden
 from vne_inline.train.dataset import FullSlice, TripletDataset, read_index, split_patients
 
 __all__ = [
@@ -75,7 +76,9 @@ STATE_KEY = "vne_state"
 @dataclass(frozen=True)
 class TrainOptions:
     """Training settings; ``threads = 0`` keeps torch's default (divided among ranks on CPU DDP),
-    ``max_steps_per_epoch = 0`` runs whole epochs, ``device`` is auto, cpu or cuda."""
+    ``max_steps_per_epoch = 0`` runs whole epochs, ``device`` is auto, cpu or cuda; ``init`` names
+    generator weights (``save_weights`` format) to start from instead of a random initialisation
+    (fine-tuning: their config wins; ignored on resume)."""
 
     epochs: int = 30
     batch_size: int = 8
@@ -94,6 +97,7 @@ class TrainOptions:
     workers: int = 0
     fp16_weights: bool = False
     progress: bool = True
+    init: str | None = None
 
 
 @contextlib.contextmanager
@@ -167,6 +171,7 @@ class GANTrainer:
                 fake,
                 target,
                 self.options.weights,
+                b.get("focus"),
             )
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss_g).backward()
@@ -276,7 +281,7 @@ def validate(generator: VNEGenerator, slices: list[FullSlice], device: torch.dev
             float(ssim(torch.from_numpy(pred)[None, None], torch.from_numpy(s.target)[None, None])[0])
         )
         if s.has_masks:
-            rois = (s.masks["myo"], s.masks["remote"], s.masks["blood"])
+            rois = (inner_myocardium(s.masks["myo"], s.pixel_spacing_mm), s.masks["remote"], s.masks["blood"])
             for kind, image in (("vne", to_vne(pred)), ("lge", s.target)):
                 burdens[s.patient][kind].append(slice_burden(image, *rois, fraction, s.pixel_area_mm2))
     generator.train()
@@ -365,6 +370,8 @@ def train(
         options = replace(
             options, seed=stored["seed"], disc_width=stored["disc_width"], disc_layers=stored["disc_layers"]
         )
+    elif options.init is not None:
+        config = read_config(Path(options.init))
     config = config or ModelConfig()
     rank = _start(options)
     try:
@@ -402,6 +409,8 @@ def _run(
     if resume:
         stored = load_checkpoint(out / CHECKPOINT_NAME, trainer)
         history, start_epoch = stored["history"], stored["epoch"] + 1
+    elif options.init is not None:
+        trainer.generator.load_state_dict(load_weights(options.init).state_dict())
     val_set = TripletDataset(data, val_names, config, crop_size=None, augment=False)
     val_slices = [val_set.full_slice(i) for i in range(len(val_set))] if rank.is_main else []
     if rank.is_main:

@@ -7,6 +7,9 @@ Real exams have no ground truth, so the ROIs come from contour files (format in 
 
 ``k`` is the T1 map's ISMRMRD ``slice`` index. Arrays are 2-D on the T1 map's grid in its (y, x)
 array order (NIfTI files are stored (x, y) and are transposed on reading). Non-zero = inside.
+Optionally, the ROIs drawn on the LGE (resampled onto the same T1 grid, as ``vne-inline evaluate``
+resamples the LGE image) as arrays ``lge_myo``, ``lge_remote``, ``lge_blood`` in the same npz, or
+files ``slice_<k>_lge_<roi>.nii[.gz]``; without them the LGE is read with the T1 ROIs.
 Synthetic exams give the same ROIs from ``truth.h5``.
 """
 
@@ -18,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ROI_NAMES", "SliceRois", "read_contours"]
+__all__ = ["IMAGES", "ROI_NAMES", "SliceRois", "read_contours"]
 
 #: The arrays every slice needs, in the order they are documented.
 ROI_NAMES = ("myo", "remote", "blood")
+#: Which image the contours were drawn on -> the prefix of their array and file names.
+IMAGES = {"t1": "", "lge": "lge_"}
 _NPZ = re.compile(r"^slice_(\d+)\.npz$")
-_NIFTI = re.compile(r"^slice_(\d+)_(myo|remote|blood)\.nii(\.gz)?$")
+_NIFTI = re.compile(r"^slice_(\d+)_((?:lge_)?(?:myo|remote|blood))\.nii(\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,22 @@ class SliceRois:
         return self.myo.shape
 
 
-def _read_npz(path: Path) -> SliceRois:
+def _complete(found: set[str], names: list[str], what: str, optional: bool) -> bool:
+    """True when every name is found; False when none is and the set is optional; else ValueError."""
+    missing = [n for n in names if n not in found]
+    if not missing:
+        return True
+    if optional and len(missing) == len(names):
+        return False
+    raise ValueError(f"{what}: missing {missing} (need {names})")
+
+
+def _read_npz(path: Path, prefix: str) -> SliceRois | None:
+    names = [prefix + n for n in ROI_NAMES]
     with np.load(path, allow_pickle=False) as f:
-        missing = [name for name in ROI_NAMES if name not in f.files]
-        if missing:
-            raise ValueError(f"{path.name}: missing arrays {missing} (need {list(ROI_NAMES)})")
-        return SliceRois(*(np.asarray(f[name]) for name in ROI_NAMES))
+        if not _complete(set(f.files), names, path.name, optional=bool(prefix)):
+            return None
+        return SliceRois(*(np.asarray(f[name]) for name in names))
 
 
 def _read_nifti(path: Path) -> np.ndarray:
@@ -69,27 +84,33 @@ def _read_nifti(path: Path) -> np.ndarray:
     return data.T  # NIfTI axis 0 is x (columns): -> (y, x)
 
 
-def read_contours(directory: str | Path, patient: str) -> dict[int, SliceRois]:
-    """The ROIs of one patient by T1 slice index; {} when the patient has no contour directory.
+def read_contours(directory: str | Path, patient: str, image: str = "t1") -> dict[int, SliceRois]:
+    """The ROIs of one patient drawn on `image` ("t1": the T1 map, required for every slice listed;
+    "lge": the optional LGE set) by T1 slice index; {} when the patient has no contour directory.
 
-    Raises ValueError for a slice given both as npz and NIfTI, a NIfTI slice lacking an ROI, a
-    missing array, an empty ROI or masks of different shapes.
+    Raises ValueError for a slice given both as npz and NIfTI, a slice lacking some (for "lge": some
+    but not all) of its ROIs, an empty ROI or masks of different shapes.
     """
+    if image not in IMAGES:
+        raise ValueError(f"image must be one of {sorted(IMAGES)}, got {image!r}")
+    prefix = IMAGES[image]
+    names = [prefix + n for n in ROI_NAMES]
     folder = Path(directory) / patient
     if not folder.is_dir():
         return {}
     out: dict[int, SliceRois] = {}
+    npz: set[int] = set()
     nifti: dict[int, dict[str, np.ndarray]] = {}
     for path in sorted(folder.iterdir()):
         if m := _NPZ.match(path.name):
-            out[int(m.group(1))] = _read_npz(path)
-        elif m := _NIFTI.match(path.name):
+            npz.add(int(m.group(1)))
+            if (rois := _read_npz(path, prefix)) is not None:
+                out[int(m.group(1))] = rois
+        elif (m := _NIFTI.match(path.name)) and m.group(2) in names:
             nifti.setdefault(int(m.group(1)), {})[m.group(2)] = _read_nifti(path)
     for k, rois in sorted(nifti.items()):
-        if k in out:
+        if k in npz:
             raise ValueError(f"{patient}: slice {k} is given both as npz and as NIfTI")
-        missing = [name for name in ROI_NAMES if name not in rois]
-        if missing:
-            raise ValueError(f"{patient}: slice {k} lacks NIfTI ROIs {missing}")
-        out[k] = SliceRois(*(rois[name] for name in ROI_NAMES))
+        _complete(set(rois), names, f"{patient}: slice {k} NIfTI ROIs", optional=False)
+        out[k] = SliceRois(*(rois[name] for name in names))
     return out

@@ -8,6 +8,13 @@ Per patient directory (one ISMRMRD file per scan; ``truth.h5`` for synthetic exa
    is resampled onto the T1 grid; T1 pixels the LGE slice does not cover become NaN (never lesion).
 3. ROIs (LV myocardium, remote, blood pool) per T1 slice from ``--contours`` or from ``truth.h5``;
    the true lesion mask (any grade) and the artefact-free LGE come from ``truth.h5`` when present.
+   Each image is read with the contours drawn on it, as readers do: the VNE (on the T1 map's grid)
+   with the T1 slice's ROIs, the LGE with the LGE's own ROIs when known (``lge_`` contours, or the
+   truth of the matched LGE slice, resampled onto the T1 grid like the image; else the T1 ROIs).
+   Patients move between the scans by a few mm, so one set of ROIs for both images would put blood
+   or lesion of the LGE into the wrong ROI.
+   The myocardium ROIs lose their partial-volume rim (``margin_mm``, default
+   :data:`quantify.BORDER_MARGIN_MM`; :func:`quantify.inner_myocardium`).
 4. Lesion burden (:mod:`vne_inline.quantify`) for every :data:`READINGS` entry: LGE at 50/25/12.5 %,
    VNE at the same fractions and at the paper's adjusted 35/20/10 %; quality scores per image.
 
@@ -32,15 +39,17 @@ from vne_inline.core.roles import Role, classify
 from vne_inline.core.slices import LgeSlice, T1Slice, lge_slices, same_plane, t1_slices
 from vne_inline.io.records import ImageRecord
 from vne_inline.quantify import (
+    BORDER_MARGIN_MM,
     LGE_FRACTIONS,
     VNE_ADJUSTED_FRACTIONS,
     SliceBurden,
     burdens,
     dice,
+    inner_myocardium,
     lesion_mask,
     patient_burden,
 )
-from vne_inline.synth.truth import read_truth
+from vne_inline.synth.truth import LgeTruth, read_lge_truth, read_truth
 from vne_inline.validate.contours import SliceRois, read_contours
 from vne_inline.validate.quality import cnr, fidelity
 
@@ -55,7 +64,8 @@ THRESHOLDS: tuple[str, ...] = tuple(LGE_FRACTIONS)
 
 @dataclass(frozen=True)
 class Reading:
-    """A way to read lesion burden: which image and which threshold fractions."""
+    """A way to read lesion burden: which image ("vne" or "lge", whose ROIs it uses) and which
+    threshold fractions."""
 
     name: str
     image: str
@@ -79,7 +89,8 @@ class Truth:
 
 @dataclass
 class SliceResult:
-    """One evaluated T1 slice: images on the T1 grid (y, x), ROIs, truth and burdens by reading."""
+    """One evaluated T1 slice: images on the T1 grid (y, x), ROIs (the T1 slice's, and the LGE's own
+    when known), truth and burdens by reading."""
 
     slice: int
     pixel_area_mm2: float
@@ -88,26 +99,32 @@ class SliceResult:
     lge: np.ndarray
     rois: SliceRois
     truth: Truth | None = None
+    lge_rois: SliceRois | None = None
     burdens: dict[str, dict[str, SliceBurden]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.burdens:
-            self.burdens = {
-                r.name: burdens(getattr(self, r.image), self.rois.myo, self.rois.remote, self.rois.blood,
-                                r.fractions, self.pixel_area_mm2)
-                for r in READINGS
-            }
+            self.burdens = {}
+            for r in READINGS:
+                rois = self.rois_for(r.image)
+                self.burdens[r.name] = burdens(getattr(self, r.image), rois.myo, rois.remote, rois.blood,
+                                               r.fractions, self.pixel_area_mm2)
+
+    def rois_for(self, image: str) -> SliceRois:
+        """The ROIs `image` ("vne" or "lge") is read with: the LGE's own for LGE when known, else the T1 slice's."""
+        return self.lge_rois if image == "lge" and self.lge_rois is not None else self.rois
 
     def lesion(self, reading: Reading, threshold: str) -> np.ndarray:
         """The lesion mask of `reading` at `threshold`."""
-        r = self.rois
+        r = self.rois_for(reading.image)
         return lesion_mask(getattr(self, reading.image), r.myo, r.remote, r.blood, reading.fractions[threshold])
 
     def quality(self, score: str, image: str) -> float:
         """Quality `score` ("cnr" or "fidelity") of `image` ("vne" or "lge"); NaN when undefined."""
         data = getattr(self, image)
         if score == "cnr":
-            return cnr(data, self.rois.remote, self.rois.blood)
+            rois = self.rois_for(image)
+            return cnr(data, rois.remote, rois.blood)
         if self.truth is None:
             return math.nan
         return fidelity(data, self.truth.lge, self.rois.myo | self.rois.blood)
@@ -158,6 +175,7 @@ class Evaluation:
     model: str
     patients: list[PatientResult]
     skipped: list[str] = field(default_factory=list)
+    margin_mm: float = BORDER_MARGIN_MM
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -178,25 +196,47 @@ def _vne(core: InlineCore, files: list[Path]) -> tuple[list[ImageRecord], dict[i
     return made, {rep.slice: rep.reason for r in results for rep in r.reports if not rep.made}
 
 
-def _truth(directory: Path) -> dict[int, tuple[SliceRois, Truth]]:
+def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois, Truth]], list[LgeTruth]]:
+    """T1-slice ROIs and truth by slice index, and the LGE slices' truth masks, from ``truth.h5``."""
     path = directory / "truth.h5"
     if not path.exists():
-        return {}
-    return {t.slice: (SliceRois(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)))
-            for t in read_truth(path)}
+        return {}, []
+    t1 = {t.slice: (SliceRois(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)))
+          for t in read_truth(path)}
+    return t1, read_lge_truth(path)
 
 
-def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore) -> np.ndarray:
-    """The matching LGE slice on the T1 grid (NaN outside its coverage); ValueError when there is none."""
+def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[LgeTruth]) -> SliceRois | None:
+    """The truth ROIs of LGE slice `source` resampled onto the T1 grid like its image (None when unknown)."""
+    found = [t for t in truth if same_plane(t.geometry, source.geometry)]
+    if not found:
+        return None
+    masks = {}
+    for name, mask in (("myo", found[0].myocardium), ("remote", found[0].remote), ("blood", found[0].blood)):
+        resampled = resample_onto(t1.geometry, mask.astype(np.float32), source.geometry)
+        masks[name] = (resampled.data >= 0.5) & ~resampled.outside
+    return SliceRois(**masks)
+
+
+def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore, truth: list[LgeTruth]) -> tuple[np.ndarray, SliceRois | None]:
+    """The matching LGE slice on the T1 grid (NaN outside its coverage) and its truth ROIs there
+    (None without LGE truth); ValueError when there is no matching slice."""
     match = find_match(t1.geometry, [(i, s.geometry) for i, s in enumerate(lge)], core.config.criteria)
     if isinstance(match, NoMatch):
         raise ValueError(f"no LGE match: {match.reason}")
     source = lge[match.key]
     resampled = resample_onto(t1.geometry, source.image, source.geometry)
-    return np.where(resampled.outside, np.nan, resampled.data).astype(np.float32)
+    return np.where(resampled.outside, np.nan, resampled.data).astype(np.float32), _masks_on(t1, source, truth)
 
 
-def evaluate_patient(directory: Path, core: InlineCore, contours: Path | None = None) -> PatientResult:
+def _inner(rois: SliceRois, spacing: tuple[float, float], margin_mm: float) -> SliceRois:
+    """`rois` with the myocardium's partial-volume rim (`margin_mm` deep) left out."""
+    return replace(rois, myo=inner_myocardium(rois.myo, spacing, margin_mm))
+
+
+def evaluate_patient(
+    directory: Path, core: InlineCore, contours: Path | None = None, margin_mm: float = BORDER_MARGIN_MM
+) -> PatientResult:
     """Run VNE for one patient directory and quantify every T1 slice that has VNE, LGE and ROIs.
 
     Raises ValueError when the directory lacks cine, T1 mapping (map and IR images) or LGE.
@@ -211,8 +251,11 @@ def evaluate_patient(directory: Path, core: InlineCore, contours: Path | None = 
                         key=lambda f: Role.CINE not in _roles(f[1]))
     vnes, reasons = _vne(core, [path for path, _ in cine_first])
     by_role = {role: [r for _, recs in files for rl, r in recs if rl is role] for role in Role}
-    truth = _truth(directory)
-    rois = read_contours(contours, directory.name) if contours is not None else {k: v[0] for k, v in truth.items()}
+    truth, lge_truth = _truth(directory)
+    if contours is not None:
+        rois, lge_rois = read_contours(contours, directory.name), read_contours(contours, directory.name, "lge")
+    else:
+        rois, lge_rois = {k: v[0] for k, v in truth.items()}, {}
     lge = lge_slices(by_role[Role.LGE])
     result = PatientResult(directory.name, [])
     for t1 in t1_slices(by_role[Role.T1MAP], by_role[Role.IR]):
@@ -224,11 +267,14 @@ def evaluate_patient(directory: Path, core: InlineCore, contours: Path | None = 
                 raise ValueError("no ROIs (contours or truth)")
             if rois[t1.slice].shape != t1.geometry.shape:
                 raise ValueError(f"ROIs of shape {rois[t1.slice].shape}, T1 map {t1.geometry.shape}")
-            dx, dy = t1.geometry.pixel_spacing
+            spacing = t1.geometry.pixel_spacing
+            image, lge_truth_rois = _lge_on(t1, lge, core, lge_truth)
+            own = lge_rois.get(t1.slice, lge_truth_rois)
             result.slices.append(SliceResult(
-                slice=t1.slice, pixel_area_mm2=dx * dy, t1_ms=t1.t1_ms, vne=vne[-1].pixels.astype(np.float32),
-                lge=_lge_on(t1, lge, core), rois=rois[t1.slice],
+                slice=t1.slice, pixel_area_mm2=spacing[0] * spacing[1], t1_ms=t1.t1_ms,
+                vne=vne[-1].pixels.astype(np.float32), lge=image, rois=_inner(rois[t1.slice], spacing, margin_mm),
                 truth=truth[t1.slice][1] if t1.slice in truth else None,
+                lge_rois=_inner(own, spacing, margin_mm) if own is not None else None,
             ))
         except ValueError as exc:
             result.skipped.append(f"T1 slice {t1.slice}: left out ({exc})")
@@ -241,6 +287,7 @@ def evaluate_exams(
     contours: Path | None = None,
     config: CoreConfig | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    margin_mm: float = BORDER_MARGIN_MM,
 ) -> Evaluation:
     """Evaluate every patient directory of `exams` with `backend` (an inference backend object).
 
@@ -256,12 +303,13 @@ def evaluate_exams(
         rois=f"contours ({Path(contours).name}/)" if contours is not None else "synthetic truth (truth.h5)",
         model=model,
         patients=[],
+        margin_mm=margin_mm,
     )
     with tempfile.TemporaryDirectory(prefix="vne-evaluate-") as store:
         core = InlineCore(replace(config, store_dir=Path(store)), backend=backend)
         for directory in patient_dirs(exams):
             try:
-                patient = evaluate_patient(directory, core, contours)
+                patient = evaluate_patient(directory, core, contours, margin_mm)
             except ValueError as exc:
                 out.skipped.append(f"{directory.name}: {exc}")
                 progress(out.skipped[-1])

@@ -86,6 +86,15 @@ def _median_iqr(values: np.ndarray) -> str:
     return f"{median:.2f} [{q1:.2f}, {q3:.2f}]"
 
 
+def _lge_rois(evaluation: Evaluation) -> str:
+    """Where the LGE's ROIs came from, as a phrase."""
+    slices = [s for p in evaluation.patients for s in p.slices]
+    own = sum(s.lge_rois is not None for s in slices)
+    if own == len(slices):
+        return "every slice"
+    return f"{own} of {len(slices)} slices; the others with the T1 slice's ROIs"
+
+
 def _header(evaluation: Evaluation, tables: tuple[str, str]) -> list[str]:
     n_slices = sum(len(p.slices) for p in evaluation.patients)
     lines = [
@@ -98,10 +107,11 @@ def _header(evaluation: Evaluation, tables: tuple[str, str]) -> list[str]:
         "LGE matched to each T1 slice (normal cosine > 0.9, distance < 4 mm) and resampled onto the T1 grid.",
         "- **Lesion burden**: myocardial pixels at or above remote mean + f x (blood mean - remote mean); "
         "LGE and VNE at f = 0.5 / 0.25 / 0.125 (FWHM / FWQM / FWEM), VNE adjusted at 0.35 / 0.20 / 0.10. "
-        "Per patient: lesion area / myocardial area summed over slices. Both images use the T1 slice's ROIs: "
-        "VNE lies on the T1 grid by construction, the LGE only after resampling, so patient movement between the "
-        "T1 and LGE scans (and their different slice thickness) puts blood or epicardial fat into the LGE's "
-        "myocardial ROI and biases the LGE burden (usually upwards).",
+        "Per patient: lesion area / myocardial area summed over slices. Each image is read with the ROIs "
+        "drawn on it: VNE (on the T1 grid by construction) with the T1 slice's, the LGE with its own "
+        f"({_lge_rois(evaluation)}), since patients move by a few mm between the T1 and LGE scans. "
+        f"The myocardium ROIs leave out their {evaluation.margin_mm:g} mm partial-volume rim "
+        "(a border pixel half filled with blood reaches the FWHM threshold by itself).",
         "- **Statistics**: Pearson r (95 % CI by Fisher z; scipy.stats.pearsonr); ICC(2,1) = two-way random "
         "effects, absolute agreement, single measures (McGraw & Wong ICC(A,1); pingouin.intraclass_corr, "
         "F-test p, CI rounded to 2 decimals); Bland-Altman bias = mean(VNE - LGE), limits = bias +/- 1.96 SD; "
