@@ -145,6 +145,24 @@ def test_lge_scale_uses_valid_pixels():
     assert scale == pytest.approx(1.0)
 
 
+def test_lge_scale_is_the_blood_pool_median_when_known():
+    rng = np.random.default_rng(4)
+    lge = rng.normal(0.0, 5.0, (20, 20)).astype(np.float32)
+    lge[2:4, 2:4] = 3000.0  # fat, brighter than blood
+    blood = np.zeros((20, 20), bool)
+    blood[8:14, 8:14] = True
+    lge[blood] = rng.normal(400.0, 10.0, 36)
+    lge[8, 8] = np.nan  # ignored
+    target, scale = normalise_lge(lge, blood=blood)
+    assert scale == pytest.approx(float(np.nanmedian(lge[blood])))
+    assert np.median(target[blood]) == pytest.approx(1.0, abs=0.02) and target[2, 2] == 4.0  # clipped at LGE_LIMIT
+    valid = np.ones((20, 20), bool)
+    valid[8:11] = False  # half the blood pool uncovered
+    assert normalise_lge(lge, valid, blood)[1] == pytest.approx(float(np.median(lge[11:14, 8:14])))
+    dark = np.where(blood, -50.0, lge).astype(np.float32)  # no positive blood signal: percentile fallback
+    assert normalise_lge(dark, blood=blood)[1] == pytest.approx(float(np.percentile(np.nan_to_num(dark), 99)), rel=1e-5)
+
+
 def test_scale_needs_positive_signal():
     with pytest.raises(ValueError, match="no finite positive"):
         normalise_series(np.zeros((3, 4, 4)))

@@ -15,8 +15,10 @@ Numpy only. The generator sees three float32 inputs on the T1 map's grid (H, W),
     Same magnitude scaling with one scale over all K0 acquired IR images of the slice; sorted by TI
     (stable) and brought to K images by nearest-rank selection (:func:`select_ir`).
 
-Training target: the signed PSIR LGE divided by its robust scale (:func:`normalise_lge`; blood about
-1, nulled myocardium about 0, sign kept). Inference output: the network's output times
+Training target: the signed PSIR LGE divided by the median of its LV blood pool when a blood ROI is
+known, else by its robust scale (:func:`normalise_lge`; blood 1, nulled myocardium about 0, sign
+kept). The percentile often falls on epicardial fat or the chest wall, brighter than blood by a
+factor that varies from slice to slice; the blood pool gives every target the same scale. Inference output: the network's output times
 :data:`VNE_SCALE` (blood about 1000), negatives clipped to 0, float32 (:func:`to_vne`).
 
 Pad/crop: H and W are zero-padded (zero = no signal, as outside the field of view) symmetrically
@@ -130,14 +132,26 @@ def normalise_series(series: np.ndarray, name: str = "series") -> np.ndarray:
     return np.clip(x / np.float32(robust_scale(x, name=name)), 0, SERIES_MAX).astype(np.float32)
 
 
-def normalise_lge(lge: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def normalise_lge(
+    lge: np.ndarray, valid: np.ndarray | None = None, blood: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """Signed PSIR LGE (H, W) -> (lge / scale clipped to +-LGE_LIMIT, scale); training target.
 
-    `scale` is :func:`robust_scale` over the finite pixels (inside `valid` when given), so blood is
-    about 1 and nulled myocardium about 0; the sign is kept. Non-finite pixels -> 0.
+    `scale` is the median of the finite LGE pixels inside the LV blood-pool ROI `blood` (and inside
+    `valid`) when that is positive, so blood is 1; otherwise :func:`robust_scale` over the finite
+    pixels (inside `valid` when given). Nulled myocardium is about 0; the sign is kept. Non-finite
+    pixels -> 0.
     """
-    x = _finite_or_zero(np.asarray(lge, dtype=np.float32))
-    scale = robust_scale(x, mask=valid, name="LGE")
+    raw = np.asarray(lge, dtype=np.float32)
+    x = _finite_or_zero(raw)
+    scale = 0.0
+    if blood is not None:
+        inside = np.asarray(blood, dtype=bool) & np.isfinite(raw)
+        if valid is not None:
+            inside &= np.asarray(valid, dtype=bool)
+        scale = float(np.median(raw[inside])) if inside.any() else 0.0
+    if not scale > 0:
+        scale = robust_scale(x, mask=valid, name="LGE")
     return np.clip(x / np.float32(scale), -LGE_LIMIT, LGE_LIMIT).astype(np.float32), scale
 
 

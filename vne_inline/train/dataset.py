@@ -1,6 +1,7 @@
 """Training samples from a ``triplets.h5`` file (format ``vne-triplets/1``, written by ``vne-inline prepare``).
 
-Each slice is normalised WHOLE with ``core.normalise`` (percentile scales from the full slice), then,
+Each slice is normalised WHOLE with ``core.normalise`` (percentile scales from the full slice; the
+LGE target by its blood-pool median when the slice has a ``blood`` mask), then,
 for training, cut to a square crop around the heart: centre = the slice's ``heart_centre_px`` attribute
 (cy, cx) when present, else the image centre, jittered uniformly by up to ``jitter_px`` pixels in
 each direction; crops reaching past the image are zero-padded (and marked invalid). Augmentation:
@@ -122,8 +123,8 @@ def read_slice(group: h5py.Group, config: ModelConfig) -> FullSlice:
     """Read and normalise one slice group (whole slice, no crop)."""
     inputs = prepare_inputs(group["cine"][()], group["ir"][()], group["ti_ms"][()], group["t1"][()], config)
     valid = group["valid"][()].astype(bool)
-    target, _ = normalise_lge(group["lge"][()], valid=valid if valid.any() else None)
     masks = {name: group[name][()].astype(bool) for name in MASK_NAMES if name in group}
+    target, _ = normalise_lge(group["lge"][()], valid=valid if valid.any() else None, blood=masks.get("blood"))
     h, w = inputs.shape
     centre = group.attrs.get("heart_centre_px", ((h - 1) / 2, (w - 1) / 2))
     spacing = tuple(float(v) for v in group.attrs.get("pixel_spacing_mm", (1.0, 1.0)))
