@@ -94,26 +94,20 @@ def replay(
 def _demo_slices(exam_dir: Path, results):
     """Per T1 slice: T1 map, VNE, LGE resampled onto the T1 grid (None without a match) and the truth masks."""
     from vne_inline.adapters.exam_files import read_exam
-    from vne_inline.core.match import Match, find_match, resample_onto
+    from vne_inline.core.match import Matched, match_onto
     from vne_inline.synth.truth import read_truth
     from vne_inline.viz.demo_figure import DemoSlice
 
     exam = read_exam(exam_dir, files=[exam_dir / "t1map.h5", exam_dir / "lge.h5"])
     truth = {t.slice: t for t in read_truth(exam_dir / "truth.h5")}
     vne = {r.slice: r.pixels for result in results for r in result.outputs if r.meta_str("DataRole") == "VNE"}
-    lge_by_key = {g.key: g for g in exam.lge}
+    lge_images = {g.key: g.image for g in exam.lge}
     out = []
     for t1 in exam.t1:
         if t1.slice not in vne:
             continue
-        match = find_match(t1.geometry, [(g.key, g.geometry) for g in exam.lge])
-        lge = None
-        if isinstance(match, Match):
-            source = lge_by_key[match.key]
-            try:
-                lge = resample_onto(t1.geometry, source.image, source.geometry).data
-            except ValueError:
-                lge = None
+        matched = match_onto(t1.geometry, [(g.key, g.geometry) for g in exam.lge], lge_images.__getitem__)
+        lge = matched.resampled.data if isinstance(matched, Matched) else None
         t = truth.get(t1.slice)
         masks = {} if t is None else {name: getattr(t, name) for name in
                                       ("myocardium", "lesion_hyperintense", "lesion_intermediate", "remote", "blood")}

@@ -8,7 +8,7 @@ serves training-data preparation and the inline pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from vne_inline.geometry import PlaneMatch, Resampled, SliceGeometry
 
-__all__ = ["MatchCriteria", "Match", "NoMatch", "find_match", "resample_onto"]
+__all__ = ["MatchCriteria", "Match", "Matched", "NoMatch", "find_match", "match_onto", "resample_onto"]
 
 K = TypeVar("K")
 
@@ -85,3 +85,28 @@ def resample_onto(
             f"(need {100 * (1 - max_outside_fraction):.0f} %)"
         )
     return out
+
+
+@dataclass(frozen=True)
+class Matched(Generic[K]):
+    """The accepted candidate and its image resampled onto the target grid."""
+
+    match: Match[K]
+    resampled: Resampled
+
+
+def match_onto(
+    target: SliceGeometry,
+    candidates: Sequence[tuple[K, SliceGeometry]],
+    image_of: Callable[[K], np.ndarray],
+    criteria: MatchCriteria = MatchCriteria(),
+) -> Matched[K] | NoMatch:
+    """:func:`find_match`, then the winner's image (``image_of(key)``) through :func:`resample_onto`;
+    NoMatch with the reason when no candidate matches or the matched image cannot be resampled."""
+    match = find_match(target, candidates, criteria)
+    if isinstance(match, NoMatch):
+        return match
+    try:
+        return Matched(match, resample_onto(target, image_of(match.key), match.geometry))
+    except ValueError as exc:
+        return NoMatch(f"matched slice not usable: {exc}")

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from vne_inline.adapters.exam_files import Exam, read_exam
-from vne_inline.core.match import Match, MatchCriteria, find_match, resample_onto
+from vne_inline.core.match import MatchCriteria, Matched, match_onto
 from vne_inline.core.slices import T1Slice
 
 __all__ = ["Triplet", "Rejection", "PrepareReport", "triplets_of_exam", "prepare", "FORMAT", "MASK_NAMES"]
@@ -81,13 +81,10 @@ def _check_finite(name: str, array: np.ndarray) -> None:
         raise ValueError(f"{name} holds NaN or infinite values")
 
 
-def _triplet(exam: Exam, t1: T1Slice, cine: Match, lge: Match, masks: dict[str, np.ndarray]) -> Triplet:
+def _triplet(exam: Exam, t1: T1Slice, cine: Matched, lge: Matched, masks: dict[str, np.ndarray]) -> Triplet:
     _check_finite("T1 map", t1.t1_ms)
     _check_finite("IR images", t1.ir)
-    cine_src = next(c for c in exam.cine if c.key == cine.key)
-    lge_src = next(g for g in exam.lge if g.key == lge.key)
-    cine_on_t1 = resample_onto(t1.geometry, cine_src.frames, cine_src.geometry)
-    lge_on_t1 = resample_onto(t1.geometry, lge_src.image, lge_src.geometry)
+    cine_on_t1, lge_on_t1 = cine.resampled, lge.resampled
     for name, mask in masks.items():
         if mask.shape != t1.t1_ms.shape:
             raise ValueError(f"truth mask {name} has shape {mask.shape}, T1 map {t1.t1_ms.shape}")
@@ -121,12 +118,14 @@ def triplets_of_exam(
         return [], [Rejection(name, None, "no T1 map with IR images")]
     out, rejected = [], []
     for t1 in exam.t1:
-        cine = find_match(t1.geometry, [(c.key, c.geometry) for c in exam.cine], criteria)
-        lge = find_match(t1.geometry, [(g.key, g.geometry) for g in exam.lge], criteria)
+        cine_frames = {c.key: c.frames for c in exam.cine}
+        lge_images = {g.key: g.image for g in exam.lge}
+        cine = match_onto(t1.geometry, [(c.key, c.geometry) for c in exam.cine], cine_frames.__getitem__, criteria)
+        lge = match_onto(t1.geometry, [(g.key, g.geometry) for g in exam.lge], lge_images.__getitem__, criteria)
         for what, m in (("cine", cine), ("LGE", lge)):
-            if not isinstance(m, Match):
+            if not isinstance(m, Matched):
                 rejected.append(Rejection(name, t1.slice, f"no {what} match: {m.reason}"))
-        if not (isinstance(cine, Match) and isinstance(lge, Match)):
+        if not (isinstance(cine, Matched) and isinstance(lge, Matched)):
             continue
         try:
             out.append(_triplet(exam, t1, cine, lge, masks.get(t1.slice, {})))

@@ -4,7 +4,7 @@ Per patient directory (one ISMRMRD file per scan; ``truth.h5`` for synthetic exa
 
 1. VNE: the cine files, then the T1-mapping files, are replayed through :class:`InlineCore` as
    separate connections (as the scanner sends them), with a fresh temporary slice store.
-2. LGE: the LGE slice matching each T1 slice (cosine > 0.9, < 4 mm; :func:`core.match.find_match`)
+2. LGE: the LGE slice matching each T1 slice (cosine > 0.9, < 4 mm; :func:`core.match.match_onto`)
    is resampled onto the T1 grid; T1 pixels the LGE slice does not cover become NaN (never lesion).
 3. ROIs (LV myocardium, remote, blood pool) per T1 slice from ``--contours`` or from ``truth.h5``;
    the true lesion mask (any grade) and the artefact-free LGE come from ``truth.h5`` when present.
@@ -33,7 +33,7 @@ import numpy as np
 
 from vne_inline.adapters.exam_files import classified_records, exam_files
 from vne_inline.adapters.replay import replay_files
-from vne_inline.core.match import NoMatch, find_match, resample_onto
+from vne_inline.core.match import NoMatch, match_onto, resample_onto
 from vne_inline.core.pipeline import CoreConfig, InlineCore
 from vne_inline.core.roles import Role, classify
 from vne_inline.core.slices import LgeSlice, T1Slice, lge_slices, same_plane, t1_slices
@@ -221,12 +221,12 @@ def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[LgeTruth]) -> SliceRois
 def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore, truth: list[LgeTruth]) -> tuple[np.ndarray, SliceRois | None]:
     """The matching LGE slice on the T1 grid (NaN outside its coverage) and its truth ROIs there
     (None without LGE truth); ValueError when there is no matching slice."""
-    match = find_match(t1.geometry, [(i, s.geometry) for i, s in enumerate(lge)], core.config.criteria)
-    if isinstance(match, NoMatch):
-        raise ValueError(f"no LGE match: {match.reason}")
-    source = lge[match.key]
-    resampled = resample_onto(t1.geometry, source.image, source.geometry)
-    return np.where(resampled.outside, np.nan, resampled.data).astype(np.float32), _masks_on(t1, source, truth)
+    matched = match_onto(t1.geometry, [(i, s.geometry) for i, s in enumerate(lge)], lambda i: lge[i].image,
+                         core.config.criteria)
+    if isinstance(matched, NoMatch):
+        raise ValueError(f"no LGE match: {matched.reason}")
+    image = np.where(matched.resampled.outside, np.nan, matched.resampled.data).astype(np.float32)
+    return image, _masks_on(t1, lge[matched.match.key], truth)
 
 
 def _inner(rois: SliceRois, spacing: tuple[float, float], margin_mm: float) -> SliceRois:

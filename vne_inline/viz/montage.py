@@ -1,8 +1,8 @@
 """Montages of synthetic (or any similarly tagged) exams: one T1-map slice with its matched cine frame
 (end-diastole) and LGE, the IR images, the T1 map and the ground truth; or what a single file holds.
 
-Cine and LGE are matched to the T1 slice with `core.match.find_match` and resampled onto its grid with
-`core.match.resample_onto`, exactly as the inline pipeline does.
+Cine and LGE are matched to the T1 slice and resampled onto its grid with `core.match.match_onto`
+(`find_match` + `resample_onto`, as the inline pipeline does).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from vne_inline.core.match import Match, find_match, resample_onto  # noqa: E402
+from vne_inline.core.match import Matched, match_onto  # noqa: E402
 from vne_inline.core.roles import RoleRules, classify  # noqa: E402
 from vne_inline.io.header import ExamHeader, parse_header  # noqa: E402
 from vne_inline.io.mrd_file import read_file  # noqa: E402
@@ -72,12 +72,12 @@ def _pick_slice(records: list[ImageRecord], index: int | None) -> int:
 
 def _matched(target: ImageRecord, candidates: list[ImageRecord], name: str) -> Panel:
     """The candidate slice matching the target plane, resampled onto its grid."""
-    match = find_match(target.geometry, [(i, r.geometry) for i, r in enumerate(candidates)])
-    if not isinstance(match, Match):
-        return Panel(np.zeros(target.geometry.shape), f"{name}: {match.reason}")
-    source = candidates[match.key]
-    image = resample_onto(target.geometry, source.pixels.astype(np.float32), source.geometry).data
-    return Panel(image, f"{name} (slice {source.slice}, {match.plane.distance_mm:.1f} mm, cos {match.plane.cosine:.3f})",
+    matched = match_onto(target.geometry, [(i, r.geometry) for i, r in enumerate(candidates)],
+                         lambda i: candidates[i].pixels.astype(np.float32))
+    if not isinstance(matched, Matched):
+        return Panel(np.zeros(target.geometry.shape), f"{name}: {matched.reason}")
+    source, plane = candidates[matched.match.key], matched.match.plane
+    return Panel(matched.resampled.data, f"{name} (slice {source.slice}, {plane.distance_mm:.1f} mm, cos {plane.cosine:.3f})",
                  "psir" if name.startswith("LGE") else "gray")
 
 
