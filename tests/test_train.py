@@ -254,6 +254,39 @@ def test_init_starts_from_given_weights(tmp_path, triplets):
     assert any(not torch.equal(v, VNEGenerator(TINY).state_dict()[k]) for k, v in fresh.state_dict().items())
 
 
+def test_weight_average_follows_the_generator(tmp_path, triplets):
+    options = tiny_options(ema_decay=0.75)
+    torch.manual_seed(0)
+    trainer = GANTrainer(VNEGenerator(TINY), PatchDiscriminator.for_generator(TINY, 4), options, torch.device("cpu"))
+    start = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    batch = next(iter(torch.utils.data.DataLoader(
+        TripletDataset(triplets, [r.name for r in read_index(triplets)], TINY, crop_size=32), batch_size=2)))
+    trainer.train_step(batch)
+    after = trainer.generator.state_dict()
+    changed = [k for k in start if not torch.equal(start[k], after[k])]
+    assert changed
+    for k in changed:  # ema = 0.75 * start + 0.25 * new after one step
+        torch.testing.assert_close(trainer.ema.state_dict()[k], 0.75 * start[k] + 0.25 * after[k])
+    assert trainer.averaged is trainer.ema and not any(p.requires_grad for p in trainer.ema.parameters())
+    plain = GANTrainer(VNEGenerator(TINY), PatchDiscriminator.for_generator(TINY, 4), tiny_options(ema_decay=0.0),
+                       torch.device("cpu"))
+    assert plain.ema is None and plain.averaged is plain.generator
+    with pytest.raises(ValueError, match="ema_decay"):
+        GANTrainer(VNEGenerator(TINY), PatchDiscriminator.for_generator(TINY, 4), tiny_options(ema_decay=1.0),
+                   torch.device("cpu"))
+
+
+def test_shipped_generator_is_the_average(tmp_path, triplets):
+    out = tmp_path / "run"
+    train(triplets, out, TINY, tiny_options(epochs=1, ema_decay=0.5))
+    stored = load_file(str(out / CHECKPOINT_NAME))
+    shipped = load_weights(out / GENERATOR_NAME).state_dict()
+    assert any(k.startswith("ema.") for k in stored)
+    for k, v in shipped.items():
+        torch.testing.assert_close(v, stored[f"ema.{k}"], rtol=0, atol=0)
+    assert any(not torch.equal(v, stored[f"generator.{k}"]) for k, v in shipped.items())
+
+
 def test_resume_needs_a_checkpoint(tmp_path, triplets):
     with pytest.raises(ValueError, match="no checkpoint"):
         train(triplets, tmp_path / "empty", TINY, tiny_options(), resume=True)
@@ -376,7 +409,7 @@ def test_train_command_defaults_match_train_options():
 
     defaults = {k: p.default for k, p in inspect.signature(train_cmds.train_command).parameters.items()}
     options, weights = TrainOptions(), LossWeights()
-    for name in ("epochs", "batch_size", "crop_size", "lr", "disc_width", "seed", "threads", "workers"):
+    for name in ("epochs", "batch_size", "crop_size", "lr", "disc_width", "seed", "threads", "workers", "ema_decay"):
         assert defaults[name] == getattr(options, name), name
     assert (defaults["max_steps_per_epoch"], defaults["val_fraction"]) == (
         options.max_steps_per_epoch,

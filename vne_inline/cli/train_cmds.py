@@ -65,6 +65,9 @@ def train_command(
     ] = 0,
     workers: Annotated[int, typer.Option(min=0, help="data-loader worker processes")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    ema_decay: Annotated[
+        float, typer.Option(min=0.0, max=0.9999, help="decay per step of the generator weight average (0: off)")
+    ] = 0.999,
     fp16: Annotated[bool, typer.Option(help="store generator.safetensors in float16")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -97,6 +100,7 @@ def train_command(
         fp16_weights=fp16,
         progress=progress,
         init=str(init) if init is not None else None,
+        ema_decay=ema_decay,
     )
     try:
         history = train(data, out, config, options, resume=resume)

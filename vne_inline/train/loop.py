@@ -18,6 +18,11 @@ optimiser groups, grad-scaler state and metrics history; the model config under
 ``modelspec.CONFIG_KEY``), ``generator.safetensors`` (``model.generator.save_weights``) and
 ``metrics.json``. ``resume=True`` continues after the checkpoint's epoch with its config and seed.
 
+Weight averaging: with ``ema_decay > 0`` the trainer keeps an exponential moving average of the
+generator's weights (``ema = decay * ema + (1 - decay) * weights`` after every generator step, on
+every rank), the usual remedy for GAN outputs that swing from step to step. Validation and
+``generator.safetensors`` then use the averaged generator; the checkpoint holds both.
+
 DDP: when ``WORLD_SIZE > 1`` (torchrun), the process group is initialised from the environment
 (nccl on CUDA, gloo on CPU) and each rank trains on its ``DistributedSampler`` share. Sample
 randomness depends only on (seed, epoch, index) (``train.dataset``), so a resumed run sees the data
@@ -27,6 +32,7 @@ an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import time
@@ -78,7 +84,8 @@ class TrainOptions:
     """Training settings; ``threads = 0`` keeps torch's default (divided among ranks on CPU DDP),
     ``max_steps_per_epoch = 0`` runs whole epochs, ``device`` is auto, cpu or cuda; ``init`` names
     generator weights (``save_weights`` format) to start from instead of a random initialisation
-    (fine-tuning: their config wins; ignored on resume)."""
+    (fine-tuning: their config wins; ignored on resume); ``ema_decay`` in [0, 1) is the weight
+    averaging's decay per step (0: no averaging)."""
 
     epochs: int = 30
     batch_size: int = 8
@@ -98,6 +105,7 @@ class TrainOptions:
     fp16_weights: bool = False
     progress: bool = True
     init: str | None = None
+    ema_decay: float = 0.999
 
 
 @contextlib.contextmanager
@@ -121,9 +129,12 @@ class GANTrainer:
         device: torch.device,
         distributed: bool = False,
     ) -> None:
+        if not 0 <= options.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {options.ema_decay}")
         self.device = device
         self.options = options
         self.generator = generator.to(device)
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False) if options.ema_decay > 0 else None
         self.discriminator = discriminator.to(device)
         wrap = DistributedDataParallel if distributed else (lambda m: m)
         self._g = wrap(self.generator)
@@ -135,6 +146,26 @@ class GANTrainer:
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
+
+    @property
+    def averaged(self) -> VNEGenerator:
+        """The generator to validate and ship: the weight average when kept, else the generator."""
+        return self.ema if self.ema is not None else self.generator
+
+    def reset_average(self) -> None:
+        """Restart the average at the generator's current weights (after loading new weights)."""
+        if self.ema is not None:
+            self.ema.load_state_dict(self.generator.state_dict())
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        if self.ema is None:
+            return
+        weight = 1.0 - self.options.ema_decay
+        for avg, new in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+            avg.lerp_(new.detach(), weight)
+        for avg, new in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
+            avg.copy_(new)
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimisers by checkpoint name."""
@@ -177,6 +208,7 @@ class GANTrainer:
         self.scaler_g.scale(loss_g).backward()
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
+        self._update_average()
         self.step += 1
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), **{k: v.item() for k, v in parts.items()}}
 
@@ -203,6 +235,7 @@ def save_checkpoint(path: Path, trainer: GANTrainer, state: dict) -> None:
     tensors = {
         **_module_tensors("generator", trainer.generator),
         **_module_tensors("discriminator", trainer.discriminator),
+        **(_module_tensors("ema", trainer.ema) if trainer.ema is not None else {}),
     }
     for name, optimiser in trainer.optimisers().items():
         tensors.update(_optimiser_tensors(name, optimiser))
@@ -244,6 +277,9 @@ def load_checkpoint(path: Path, trainer: GANTrainer) -> dict:
     tensors = load_file(str(path))
     trainer.generator.load_state_dict(_split(tensors, "generator"))
     trainer.discriminator.load_state_dict(_split(tensors, "discriminator"))
+    if trainer.ema is not None:
+        average = _split(tensors, "ema")
+        trainer.ema.load_state_dict(average if average else _split(tensors, "generator"))
     for name, optimiser in trainer.optimisers().items():
         per_param: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
         for key, value in _split(tensors, name).items():
@@ -335,7 +371,7 @@ def _start(options: TrainOptions) -> _Rank:
 
 def _write_outputs(out: Path, trainer: GANTrainer, state: dict, options: TrainOptions) -> None:
     save_checkpoint(out / CHECKPOINT_NAME, trainer, state)
-    save_weights(trainer.generator, out / GENERATOR_NAME, fp16=options.fp16_weights)
+    save_weights(trainer.averaged, out / GENERATOR_NAME, fp16=options.fp16_weights)
     summary = {"config": json.loads(trainer.generator.config.to_json()), **state}
     tmp = out / f".{METRICS_NAME}.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
@@ -411,6 +447,7 @@ def _run(
         history, start_epoch = stored["history"], stored["epoch"] + 1
     elif options.init is not None:
         trainer.generator.load_state_dict(load_weights(options.init).state_dict())
+        trainer.reset_average()
     val_set = TripletDataset(data, val_names, config, crop_size=None, augment=False)
     val_slices = [val_set.full_slice(i) for i in range(len(val_set))] if rank.is_main else []
     if rank.is_main:
@@ -441,7 +478,7 @@ def _run(
                 "epoch": epoch,
                 "step": trainer.step,
                 "train": {k: v / max(steps, 1) for k, v in sums.items()},
-                "val": validate(trainer.generator, val_slices, rank.device) if val_slices else {},
+                "val": validate(trainer.averaged, val_slices, rank.device) if val_slices else {},
                 "seconds": time.perf_counter() - started,
             }
             history.append(metrics)
