@@ -174,3 +174,31 @@ def test_myocardium_term_counts_only_the_focus_pixels():
     total, parts = generator_loss(torch.ones(2, 1, 3, 3), feats, feats, fake, target, weights, focus)
     expected = 0.5 * (6 * 32) / (80 + 8 * 32)
     assert parts["myocardium"].item() == pytest.approx(expected) and total.item() == pytest.approx(3 * expected)
+
+
+def test_average_weights_and_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from vne_inline.cli import app
+    from vne_inline.model.generator import average_weights, load_weights, save_weights
+
+    paths = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        save_weights(VNEGenerator(TINY), tmp_path / f"w{seed}.safetensors")
+        paths.append(tmp_path / f"w{seed}.safetensors")
+    mean = average_weights(paths)
+    states = [load_weights(p).state_dict() for p in paths]
+    for key, value in mean.state_dict().items():
+        torch.testing.assert_close(value, (states[0][key] + states[1][key] + states[2][key]) / 3)
+    result = CliRunner().invoke(app, ["average", *map(str, paths), "--out", str(tmp_path / "mean.safetensors")])
+    assert result.exit_code == 0, result.output
+    for key, value in load_weights(tmp_path / "mean.safetensors").state_dict().items():
+        torch.testing.assert_close(value, mean.state_dict()[key])
+    other = VNEGenerator(ModelConfig(n_cine_frames=3, n_ir_images=2, base_width=4, depth=2, fusion_width=4, name="other"))
+    save_weights(other, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="different configurations"):
+        average_weights([paths[0], tmp_path / "other.safetensors"])
+    with pytest.raises(ValueError, match="at least one"):
+        average_weights([])
+

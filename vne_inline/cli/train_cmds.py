@@ -109,3 +109,22 @@ def train_command(
         raise typer.Exit(1) from exc
     if history and os.environ.get("RANK", "0") == "0":
         typer.echo(f"{len(history)} epochs, {history[-1]['step']} steps; weights: {out / GENERATOR_NAME}")
+
+
+@app.command("average")
+def average_command(
+    weights: Annotated[list[Path], typer.Argument(help="generator weights files (.safetensors) of one configuration",
+                                                  exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="averaged weights file (.safetensors)")],
+    fp16: Annotated[bool, typer.Option(help="store the average in float16")] = False,
+) -> None:
+    """Average generator weights file by file (checkpoint averaging over the epochs of one run)."""
+    from vne_inline.model.generator import average_weights, save_weights
+
+    try:
+        model = average_weights(list(weights))
+    except ValueError as exc:
+        typer.echo(f"average: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    save_weights(model, out, fp16=fp16)
+    typer.echo(f"average of {len(weights)} weights files written to {out}")

@@ -31,6 +31,7 @@ __all__ = [
     "VNEGenerator",
     "UNet",
     "atomic_save_file",
+    "average_weights",
     "count_gflop",
     "count_parameters",
     "load_weights",
@@ -174,3 +175,18 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> VNEGen
     except RuntimeError as exc:
         raise ValueError(f"{path.name}: weights do not match configuration {config.name!r}: {exc}") from exc
     return model.to(device).eval()
+
+
+def average_weights(paths: list[str | Path]) -> VNEGenerator:
+    """The generator whose every weight is the mean of the same weight in the files `paths` (checkpoint
+    averaging, e.g. over the last epochs of a GAN run); ValueError unless all share one configuration."""
+    if not paths:
+        raise ValueError("average_weights needs at least one weights file")
+    models = [load_weights(p) for p in paths]
+    configs = {m.config for m in models}
+    if len(configs) > 1:
+        raise ValueError(f"weights of different configurations cannot be averaged: {sorted(c.name for c in configs)}")
+    states = [m.state_dict() for m in models]
+    models[0].load_state_dict({k: torch.stack([s[k] for s in states]).mean(dim=0) for k in states[0]})
+    return models[0]
+
