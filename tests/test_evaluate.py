@@ -252,6 +252,24 @@ def synthetic(tmp_path_factory):
     return evaluation, write_report(evaluation, root / "report", examples=1)
 
 
+def test_an_unusable_truth_roi_leaves_out_only_its_slice(synthetic, tmp_path) -> None:
+    import shutil
+
+    import h5py
+
+    evaluation, report = synthetic
+    source = report.parent.parent / "exams" / "patient_009"
+    shutil.copytree(source, tmp_path / "exams" / "patient_009")
+    with h5py.File(tmp_path / "exams" / "patient_009" / "truth.h5", "r+") as f:
+        f["slice_01/blood"][...] = 0
+    damaged = evaluate_exams(tmp_path / "exams", T1Backend())
+    (patient,) = damaged.patients
+    assert [s.slice for s in patient.slices] == [0, 2]
+    assert patient.skipped == ["T1 slice 1: left out (truth ROIs unusable: blood mask is empty)"]
+    whole = next(p for p in evaluation.patients if p.name == "patient_009")
+    assert patient.slices[0].burdens["LGE"]["FWHM"] == whole.slices[0].burdens["LGE"]["FWHM"]
+
+
 def test_synthetic_exams_use_their_truth(synthetic) -> None:
     evaluation, _ = synthetic
     assert evaluation.rois == "synthetic truth (truth.h5)" and not evaluation.skipped

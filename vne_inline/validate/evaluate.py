@@ -196,12 +196,20 @@ def _vne(core: InlineCore, files: list[Path]) -> tuple[list[ImageRecord], dict[i
     return made, {rep.slice: rep.reason for r in results for rep in r.reports if not rep.made}
 
 
-def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois, Truth]], list[LgeTruth]]:
-    """T1-slice ROIs and truth by slice index, and the LGE slices' truth masks, from ``truth.h5``."""
+def _rois_or_reason(myo: np.ndarray, remote: np.ndarray, blood: np.ndarray) -> SliceRois | str:
+    try:
+        return SliceRois(myo, remote, blood)
+    except ValueError as exc:
+        return f"truth ROIs unusable: {exc}"
+
+
+def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth]], list[LgeTruth]]:
+    """T1-slice ROIs (or why a slice has none usable) and truth by slice index, and the LGE slices'
+    truth masks, from ``truth.h5``."""
     path = directory / "truth.h5"
     if not path.exists():
         return {}, []
-    t1 = {t.slice: (SliceRois(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)))
+    t1 = {t.slice: (_rois_or_reason(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)))
           for t in read_truth(path)}
     return t1, read_lge_truth(path)
 
@@ -215,7 +223,10 @@ def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[LgeTruth]) -> SliceRois
     for name, mask in (("myo", found[0].myocardium), ("remote", found[0].remote), ("blood", found[0].blood)):
         resampled = resample_onto(t1.geometry, mask.astype(np.float32), source.geometry)
         masks[name] = (resampled.data >= 0.5) & ~resampled.outside
-    return SliceRois(**masks)
+    try:
+        return SliceRois(**masks)
+    except ValueError as exc:
+        raise ValueError(f"LGE truth ROIs unusable: {exc}") from exc
 
 
 def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore, truth: list[LgeTruth]) -> tuple[np.ndarray, SliceRois | None]:
@@ -265,6 +276,8 @@ def evaluate_patient(
                 raise ValueError(f"no VNE: {reasons.get(t1.slice, 'not made')}")
             if t1.slice not in rois:
                 raise ValueError("no ROIs (contours or truth)")
+            if isinstance(rois[t1.slice], str):
+                raise ValueError(rois[t1.slice])
             if rois[t1.slice].shape != t1.geometry.shape:
                 raise ValueError(f"ROIs of shape {rois[t1.slice].shape}, T1 map {t1.geometry.shape}")
             spacing = t1.geometry.pixel_spacing
