@@ -26,7 +26,7 @@ from vne_inline.synth.scans import (
     simulate_lge,
     simulate_t1,
 )
-from vne_inline.synth.truth import LgeTruth, SliceTruth, true_t1_ms, truth_masks, write_truth
+from vne_inline.synth.truth import SliceMasks, SliceTruth, true_t1_ms, truth_masks, write_truth
 
 __all__ = ["ExamSummary", "patient_dir", "generate_patient", "generate_exams", "FILES"]
 
@@ -103,7 +103,7 @@ def generate_patient(out: str | Path, seed: int, index: int, field_t: float = 1.
     write_cine(d / "cine.h5", p, cine)
     write_t1map(d / "t1map.h5", p, t1)
     write_lge(d / "lge.h5", p, lge)
-    lge_truths = [LgeTruth(i, g, **truth_masks(mix, g)) for i, (g, mix) in enumerate(zip(lge.geometries, lge.mixes, strict=True))]
+    lge_truths = [SliceMasks(i, g, **truth_masks(mix, g)) for i, (g, mix) in enumerate(zip(lge.geometries, lge.mixes, strict=True))]
     write_truth(d / "truth.h5", _slice_truths(ctx, plan, t1, lge), _truth_attrs(p, anatomy, lge), lge_truths)
     return ExamSummary(index, d, p.phenotype, anatomy.lesions.burden, p.quality.flags, time.perf_counter() - start)
 

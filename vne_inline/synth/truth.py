@@ -11,7 +11,7 @@ LGE (the PSIR signal at the TI nulling remote myocardium, with coil shading, in 
 anatomy as it lay during the T1 scan. Plus the slice geometry and, as JSON attributes, the patient's
 parameters and derived facts (phenotype, true lesion burden, artefact flags, movement).
 
-Per LGE slice (groups ``lge_NN``, :class:`LgeTruth`): the same five masks on the LGE slice's own grid,
+Per LGE slice (groups ``lge_NN``, :class:`SliceMasks`): the same five masks on the LGE slice's own grid,
 of the anatomy as it lay during the LGE scan: the contours a reader draws on the LGE image, which the
 patient's movement between the scans shifts against the T1 slice's.
 """
@@ -31,7 +31,7 @@ from vne_inline.synth.contrast import weighted_sum
 from vne_inline.synth.labels import LABEL_TISSUE, Label
 from vne_inline.synth.sampling import PixelMix
 
-__all__ = ["SliceTruth", "LgeTruth", "read_lge_truth", "truth_masks", "true_t1_ms", "write_truth", "read_truth", "REMOTE_MARGIN_MM", "REMOTE_CORE_MM", "BLOOD_MARGIN_MM"]
+__all__ = ["SliceTruth", "SliceMasks", "read_lge_truth", "truth_masks", "true_t1_ms", "write_truth", "read_truth", "REMOTE_MARGIN_MM", "REMOTE_CORE_MM", "BLOOD_MARGIN_MM"]
 
 REMOTE_MARGIN_MM = 5.0  # remote ROI distance from lesions
 REMOTE_CORE_MM = 2.5  # remote ROI depth inside the myocardial border
@@ -41,8 +41,8 @@ _GEOMETRY = ("position", "read_dir", "phase_dir", "slice_dir", "fov")
 
 
 @dataclass
-class SliceTruth:
-    """Ground truth of T1-map slice `slice` (arrays (ny, nx) on `geometry`)."""
+class SliceMasks:
+    """The five truth masks of slice `slice` (arrays (ny, nx) on `geometry`); as such, an LGE slice's."""
 
     slice: int
     geometry: SliceGeometry
@@ -51,9 +51,6 @@ class SliceTruth:
     lesion_intermediate: np.ndarray
     remote: np.ndarray
     blood: np.ndarray
-    t1_true_ms: np.ndarray
-    lge_true: np.ndarray
-    attrs: dict = field(default_factory=dict)
 
     @property
     def lesion(self) -> np.ndarray:
@@ -62,21 +59,12 @@ class SliceTruth:
 
 
 @dataclass
-class LgeTruth:
-    """Masks of LGE slice `slice` (arrays (ny, nx) on `geometry`), anatomy during the LGE scan."""
+class SliceTruth(SliceMasks):
+    """Ground truth of T1-map slice `slice`: the masks plus true T1, artefact-free LGE and attributes."""
 
-    slice: int
-    geometry: SliceGeometry
-    myocardium: np.ndarray
-    lesion_hyperintense: np.ndarray
-    lesion_intermediate: np.ndarray
-    remote: np.ndarray
-    blood: np.ndarray
-
-    @property
-    def lesion(self) -> np.ndarray:
-        """Lesion pixels of either grade."""
-        return self.lesion_hyperintense | self.lesion_intermediate
+    t1_true_ms: np.ndarray
+    lge_true: np.ndarray
+    attrs: dict = field(default_factory=dict)
 
 
 def _depth(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
@@ -117,7 +105,7 @@ def true_t1_ms(mix: PixelMix, component_t1: dict[str, float], lesion_t1: tuple[f
     return np.where(tissue >= 0.5, t1, 0.0).astype(np.float32)
 
 
-def _write_masks(h5: h5py.File, name: str, t: SliceTruth | LgeTruth) -> h5py.Group:
+def _write_masks(h5: h5py.File, name: str, t: SliceMasks) -> h5py.Group:
     """Group `name` with the slice index, geometry and the five masks of `t`."""
     g = h5.create_group(name)
     g.attrs["slice"] = t.slice
@@ -135,7 +123,7 @@ def _read_masks(g: h5py.Group) -> dict:
     return {"slice": int(g.attrs["slice"]), "geometry": geometry, **{k: np.asarray(g[k][()], dtype=bool) for k in _MASKS}}
 
 
-def write_truth(path: str | Path, truths: list[SliceTruth], attrs: dict, lge: list[LgeTruth] = ()) -> None:
+def write_truth(path: str | Path, truths: list[SliceTruth], attrs: dict, lge: list[SliceMasks] = ()) -> None:
     """Write `truth.h5`: one group per T1 slice and per LGE slice, plus JSON attributes (`attrs` at the root)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +165,7 @@ def read_truth(path: str | Path) -> list[SliceTruth]:
         ]
 
 
-def read_lge_truth(path: str | Path) -> list[LgeTruth]:
+def read_lge_truth(path: str | Path) -> list[SliceMasks]:
     """The LGE slices of a `truth.h5`, in slice order (empty for files written before they were added)."""
     with _open(Path(path)) as h5:
-        return [LgeTruth(**_read_masks(h5[name])) for name in sorted(k for k in h5 if k.startswith("lge_"))]
+        return [SliceMasks(**_read_masks(h5[name])) for name in sorted(k for k in h5 if k.startswith("lge_"))]

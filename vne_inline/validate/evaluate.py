@@ -49,7 +49,7 @@ from vne_inline.quantify import (
     lesion_mask,
     patient_burden,
 )
-from vne_inline.synth.truth import LgeTruth, read_lge_truth, read_truth
+from vne_inline.synth.truth import SliceMasks, read_lge_truth, read_truth
 from vne_inline.validate.contours import SliceRois, read_contours
 from vne_inline.validate.quality import cnr, fidelity
 
@@ -203,7 +203,7 @@ def _rois_or_reason(myo: np.ndarray, remote: np.ndarray, blood: np.ndarray) -> S
         return f"truth ROIs unusable: {exc}"
 
 
-def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth]], list[LgeTruth]]:
+def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth]], list[SliceMasks]]:
     """T1-slice ROIs (or why a slice has none usable) and truth by slice index, and the LGE slices'
     truth masks, from ``truth.h5``."""
     path = directory / "truth.h5"
@@ -214,7 +214,7 @@ def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth]], l
     return t1, read_lge_truth(path)
 
 
-def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[LgeTruth]) -> SliceRois | None:
+def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[SliceMasks]) -> SliceRois | None:
     """The truth ROIs of LGE slice `source` resampled onto the T1 grid like its image (None when unknown)."""
     found = [t for t in truth if same_plane(t.geometry, source.geometry)]
     if not found:
@@ -229,7 +229,7 @@ def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[LgeTruth]) -> SliceRois
         raise ValueError(f"LGE truth ROIs unusable: {exc}") from exc
 
 
-def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore, truth: list[LgeTruth]) -> tuple[np.ndarray, SliceRois | None]:
+def _lge_on(t1: T1Slice, lge: list[LgeSlice], core: InlineCore, truth: list[SliceMasks]) -> tuple[np.ndarray, SliceRois | None]:
     """The matching LGE slice on the T1 grid (NaN outside its coverage) and its truth ROIs there
     (None without LGE truth); ValueError when there is no matching slice."""
     matched = match_onto(t1.geometry, [(i, s.geometry) for i, s in enumerate(lge)], lambda i: lge[i].image,
