@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -111,36 +110,32 @@ def _demo_slices(exam_dir: Path, results):
         t = truth.get(t1.slice)
         masks = {} if t is None else {name: getattr(t, name) for name in
                                       ("myocardium", "lesion_hyperintense", "lesion_intermediate", "remote", "blood")}
-        out.append((DemoSlice(t1.slice, t1.t1_ms, vne[t1.slice], lge, masks), float(np.prod(t1.geometry.pixel_spacing))))
+        out.append(DemoSlice(t1.slice, t1.t1_ms, vne[t1.slice], lge, masks))
     return out
 
 
-def _burden_table(slices) -> Table:
-    """Patient lesion burden (% of LV myocardium) by threshold: truth, LGE, VNE, VNE at the adjusted fractions."""
-    from vne_inline.quantify import LGE_FRACTIONS, VNE_ADJUSTED_FRACTIONS, burdens, patient_burden
+def _burden_table(exams: Path, backend) -> Table:
+    """Patient lesion burden (% of LV myocardium) by threshold, read as `vne-inline evaluate` reads it
+    (each image with its own truth ROIs, partial-volume rim left out): LGE, VNE, VNE adjusted, truth."""
+    from vne_inline.quantify import LGE_FRACTIONS, VNE_ADJUSTED_FRACTIONS
+    from vne_inline.validate.evaluate import evaluate_exams
 
-    usable = [(s, area) for s, area in slices if s.lge is not None and s.masks
-              and s.masks["remote"].any() and s.masks["blood"].any()]
-    table = Table(title=f"Lesion burden, % of LV myocardium ({len(usable)} slices)")
+    evaluation = evaluate_exams(exams, backend)
+    patients = evaluation.patients
+    n_slices = sum(len(p.slices) for p in patients)
+    table = Table(title=f"Lesion burden, % of LV myocardium ({n_slices} slices; as `vne-inline evaluate` reads it)")
     for column in ("threshold", "LGE", "VNE", "VNE (adjusted)"):
         table.add_column(column, justify="left" if column == "threshold" else "right")
-    if not usable:
+    if not patients:
         return table
-    truth_px = sum(int((s.masks["lesion_hyperintense"] | s.masks["lesion_intermediate"]).sum()) for s, _ in usable)
-    myo_px = sum(int(s.masks["myocardium"].sum()) for s, _ in usable)
-
-    def per_patient(image_of, fractions):
-        per_slice = [burdens(image_of(s), s.masks["myocardium"], s.masks["remote"], s.masks["blood"], fractions, area)
-                     for s, area in usable]
-        return {name: patient_burden([b[name] for b in per_slice]) for name in fractions}
-
-    lge = per_patient(lambda s: s.lge, LGE_FRACTIONS)
-    vne = per_patient(lambda s: s.vne, LGE_FRACTIONS)
-    adjusted = per_patient(lambda s: s.vne, VNE_ADJUSTED_FRACTIONS)
+    (patient,) = patients
     for name in LGE_FRACTIONS:
         table.add_row(f"{name} ({LGE_FRACTIONS[name]:g} / adj. {VNE_ADJUSTED_FRACTIONS[name]:g})",
-                      f"{lge[name]:.1f}", f"{vne[name]:.1f}", f"{adjusted[name]:.1f}")
-    table.add_row("ground truth (lesion masks)", f"{100 * truth_px / myo_px:.1f}", "", "")
+                      *(f"{patient.burden(r, name):.1f}" for r in ("LGE", "VNE", "VNE adjusted")))
+    if patient.has_truth:
+        truth = sum(int((s.truth.lesion & s.rois.myo).sum()) for s in patient.slices)
+        myo = sum(int(s.rois.myo.sum()) for s in patient.slices)
+        table.add_row("ground truth (lesion masks)", f"{100 * truth / myo:.1f}", "", "")
     return table
 
 
@@ -177,8 +172,8 @@ def demo(
                          _properties(model, backend, threads, None), None, backend=loaded)
     console.print(_results_table(results))
     slices = _demo_slices(exam_dir, results)
-    figure = montage([s for s, _ in slices], out / "demo.png",
+    figure = montage(slices, out / "demo.png",
                      f"VNE demo, synthetic patient (seed {seed}); model {loaded.config.name}: "
                      f"{loaded.config.trained_on}-trained, not for clinical use")
-    console.print(_burden_table(slices))
+    console.print(_burden_table(exam_dir.parent, loaded))
     console.print(f"VNE images: {out / 'vne.h5'}; montage: {figure}; {time.perf_counter() - started:.0f} s")
