@@ -3,7 +3,7 @@
 Per step: the generator maps (cine, ir, t1) to an image; outside the LGE's coverage (``valid`` = 0)
 the output is replaced by the target so those pixels carry no loss. The PatchGAN discriminator is
 updated first (LSGAN), then the generator with ``model.losses.generator_loss`` (adversarial + L1 +
-feature matching + (1 - MS-SSIM)). Adam (lr 2e-4, betas 0.5 / 0.999) for both. Mixed precision
+feature matching + (1 - MS-SSIM) + L1 over the items' myocardial ``focus`` maps). Adam (lr 2e-4, betas 0.5 / 0.999) for both. Mixed precision
 (autocast float16 + GradScaler) only on CUDA.
 
 Validation after every epoch (rank 0, whole slices padded with ``core.normalise.stack_batch``): mean
