@@ -18,8 +18,10 @@ Numpy only. The generator sees three float32 inputs on the T1 map's grid (H, W),
 Training target: the signed PSIR LGE divided by the median of its LV blood pool when a blood ROI is
 known, else by its robust scale (:func:`normalise_lge`; blood 1, nulled myocardium about 0, sign
 kept). The percentile often falls on epicardial fat or the chest wall, brighter than blood by a
-factor that varies from slice to slice; the blood pool gives every target the same scale. Inference output: the network's output times
-:data:`VNE_SCALE` (blood about 1000), negatives clipped to 0, float32 (:func:`to_vne`).
+factor that varies from slice to slice; the blood pool gives every target the same scale.
+
+Inference output: the network's output times :data:`VNE_SCALE` (blood about 1000), negatives
+clipped to 0, float32 (:func:`to_vne`).
 
 Pad/crop: H and W are zero-padded (zero = no signal, as outside the field of view) symmetrically
 (the extra row/column goes to the bottom/right) up to a multiple of ``2**depth``, and cropped back

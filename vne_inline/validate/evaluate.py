@@ -219,12 +219,12 @@ def _masks_on(t1: T1Slice, source: LgeSlice, truth: list[SliceMasks]) -> SliceRo
     found = [t for t in truth if same_plane(t.geometry, source.geometry)]
     if not found:
         return None
-    masks = {}
-    for name, mask in (("myo", found[0].myocardium), ("remote", found[0].remote), ("blood", found[0].blood)):
-        resampled = resample_onto(t1.geometry, mask.astype(np.float32), source.geometry)
-        masks[name] = (resampled.data >= 0.5) & ~resampled.outside
+    t = found[0]
+    resampled = resample_onto(t1.geometry, np.stack([t.myocardium, t.remote, t.blood]).astype(np.float32),
+                              source.geometry)
+    myo, remote, blood = (resampled.data >= 0.5) & ~resampled.outside
     try:
-        return SliceRois(**masks)
+        return SliceRois(myo, remote, blood)
     except ValueError as exc:
         raise ValueError(f"LGE truth ROIs unusable: {exc}") from exc
 
