@@ -21,7 +21,9 @@ from vne_inline.model.generator import (  # noqa: E402
 from vne_inline.model.losses import (  # noqa: E402
     LossWeights,
     discriminator_loss,
+    enhancement_focus,
     feature_matching_loss,
+    focused_l1,
     generator_loss,
     lsgan_generator_loss,
     ms_ssim,
@@ -174,6 +176,28 @@ def test_myocardium_term_counts_only_the_focus_pixels():
     total, parts = generator_loss(torch.ones(2, 1, 3, 3), feats, feats, fake, target, weights, focus)
     expected = 0.5 * (6 * 32) / (80 + 8 * 32)
     assert parts["myocardium"].item() == pytest.approx(expected) and total.item() == pytest.approx(3 * expected)
+
+
+def test_enhancement_focus_weights_enhanced_myocardium():
+    focus = torch.ones(1, 1, 2, 3)
+    myo = torch.tensor([[[[1.0, 1, 1], [0, 0, 0]]]])
+    target = torch.tensor([[[[0.0, 0.5, 2.0], [1.0, 1.0, -1.0]]]])
+    w = enhancement_focus(focus, myo, target, gain=4.0)
+    # myocardium: 1 + 4 x clip(target, 0, 1); outside it (blood at 1 included) the plain focus map
+    assert torch.equal(w, torch.tensor([[[[1.0, 3.0, 5.0], [1.0, 1.0, 1.0]]]]))
+    assert enhancement_focus(focus, myo, target, gain=0.0) is focus
+    assert not enhancement_focus(torch.zeros_like(focus), myo, target, gain=4.0).any()
+
+
+def test_enhancement_gain_pulls_an_uncertain_pixel_towards_the_lesion():
+    """Half the samples of one input are lesion (target 0.8), half remote (0): plain L1 is flat
+    between them, the enhancement-weighted L1 is lowest at the lesion value."""
+    target = torch.tensor([0.8, 0.0]).view(2, 1, 1, 1)
+    focus, myo = torch.ones_like(target), torch.ones_like(target)
+    def loss(value: float, gain: float) -> float:
+        return focused_l1(torch.full_like(target, value), target, enhancement_focus(focus, myo, target, gain)).item()
+    assert loss(0.0, 0.0) == pytest.approx(loss(0.8, 0.0))
+    assert loss(0.8, 2.0) < loss(0.4, 2.0) < loss(0.0, 2.0)
 
 
 def test_average_weights_and_command(tmp_path):

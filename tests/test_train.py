@@ -138,6 +138,7 @@ def test_dataset_items_are_deterministic_crops(triplets):
         "target": (1, 32, 32),
         "valid": (1, 32, 32),
         "focus": (1, 32, 32),
+        "myo": (1, 32, 32),
     }
     assert all(v.dtype == torch.float32 for v in item.values())
     again = TripletDataset(triplets, names, TINY, crop_size=32, seed=7)[3]
@@ -236,7 +237,8 @@ def test_dataset_focus_follows_the_masks(tmp_path):
                              augment=False)
     focus, myo = with_masks[0]["focus"][0].numpy(), with_masks.full_slice(0).masks["myo"]
     assert np.all(focus[myo] == 1) and 0 < focus.mean() < 1 and focus.sum() > myo.sum()
-    assert not without[0]["focus"].any()
+    assert not without[0]["focus"].any() and not without[0]["myo"].any()
+    assert np.array_equal(with_masks[0]["myo"][0].numpy().astype(bool), myo)
 
 
 def test_init_starts_from_given_weights(tmp_path, triplets):

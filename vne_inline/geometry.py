@@ -11,7 +11,7 @@ Every resampling in the project goes through :class:`SliceGeometry`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -102,6 +102,14 @@ class SliceGeometry:
             head.field_of_view[i] = float(self.fov[i])
         head.matrix_size[0] = self.matrix[0]
         head.matrix_size[1] = self.matrix[1]
+
+    def translated(self, offset_mm: np.ndarray) -> SliceGeometry:
+        """The same grid with its centre moved by `offset_mm` (3-vector in patient coordinates)."""
+        return replace(self, position=self.position + np.asarray(offset_mm, dtype=np.float64).reshape(3))
+
+    def in_plane_vector(self, x_mm: float, y_mm: float) -> np.ndarray:
+        """Patient-coordinate vector (mm) of `x_mm` along the columns (read) and `y_mm` along the rows (phase)."""
+        return x_mm * self.read_dir + y_mm * self.phase_dir
 
     # ------------------------------------------------------------------ properties
     @property

@@ -20,11 +20,17 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", help="Output triplets file (HDF5).")] = Path("triplets.h5"),
     min_cosine: Annotated[float, typer.Option(help="Slice normals must have cosine similarity above this.")] = 0.9,
     max_distance_mm: Annotated[float, typer.Option(help="Slice positions must differ by less than this (mm).")] = 4.0,
+    register: Annotated[bool, typer.Option(help="Register each LGE slice to its T1 map (in-plane translation).")] = True,
+    max_shift_mm: Annotated[float, typer.Option(min=1.0, help="Largest LGE registration shift searched (mm).")] = 6.0,
 ) -> None:
     """Match every T1-map slice with a cine and an LGE slice (the paper's criteria), resample them onto
-    the T1 grid and store the triplets; rejected slices are listed with their reason."""
+    the T1 grid, register the LGE to the T1 map and store the triplets; rejected slices are listed with
+    their reason."""
+    import numpy as np
+
     from vne_inline.adapters.exam_files import exam_files
     from vne_inline.core.match import MatchCriteria
+    from vne_inline.train.prepare import Registration
     from vne_inline.train.prepare import prepare as run_prepare
 
     dirs = sorted(d for d in exams_dir.iterdir() if d.is_dir() and exam_files(d)) or [exams_dir]
@@ -32,10 +38,16 @@ def prepare(
     with Progress(console=console) as progress:
         task = progress.add_task("matching slices", total=len(dirs))
         report = run_prepare(dirs, out, MatchCriteria(min_cosine, max_distance_mm),
-                             on_exam=lambda _: progress.advance(task))
+                             on_exam=lambda _: progress.advance(task),
+                             registration=Registration(register, max_shift_mm))
     console.print(f"{report.written} triplets written to {out}")
-    if report.rejected:
-        table = Table("exam", "slice", "reason", title=f"{len(report.rejected)} rejected")
-        for r in report.rejected:
-            table.add_row(r.patient, "-" if r.slice is None else str(r.slice), r.reason)
-        console.print(table)
+    if report.shifts_mm:
+        shifts = np.asarray(report.shifts_mm)
+        console.print(f"LGE registered to the T1 map: shift median {np.median(shifts):.1f} mm, "
+                      f"max {shifts.max():.1f} mm, {int((shifts > 2).sum())} slices moved > 2 mm")
+    for rows, title in ((report.rejected, "rejected"), (report.unregistered, "written without LGE registration")):
+        if rows:
+            table = Table("exam", "slice", "reason", title=f"{len(rows)} {title}")
+            for r in rows:
+                table.add_row(r.patient, "-" if r.slice is None else str(r.slice), r.reason)
+            console.print(table)

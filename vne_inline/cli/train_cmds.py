@@ -43,6 +43,9 @@ def train_command(
     lambda_fm: Annotated[float, typer.Option(help="weight of discriminator feature matching")] = 10.0,
     lambda_ssim: Annotated[float, typer.Option(help="weight of (1 - MS-SSIM)")] = 10.0,
     lambda_myo: Annotated[float, typer.Option(help="weight of the pixel L1 around the LV myocardium (needs masks)")] = 100.0,
+    enhancement_gain: Annotated[
+        float, typer.Option(min=0.0, help="extra weight of enhanced LV myocardium pixels in that L1 (1 + gain x target)")
+    ] = 0.0,
     disc_width: Annotated[int, typer.Option(min=1, help="PatchGAN base width")] = 32,
     base_width: Annotated[int, typer.Option(min=1, help="U-Net base width")] = _DEFAULT.base_width,
     depth: Annotated[
@@ -89,7 +92,7 @@ def train_command(
         batch_size=batch_size,
         crop_size=crop_size,
         lr=lr,
-        weights=LossWeights(lambda_adv, lambda_l1, lambda_fm, lambda_ssim, lambda_myo),
+        weights=LossWeights(lambda_adv, lambda_l1, lambda_fm, lambda_ssim, lambda_myo, enhancement_gain),
         disc_width=disc_width,
         seed=seed,
         threads=threads,

@@ -8,7 +8,12 @@ is discriminator feature matching plus MS-SSIM:
 ``L1_myo`` is the pixel L1 inside a focus map (the LV myocardium and a few mm around it, where
 lesion burden is read; ``train.dataset``): mean |fake - target| weighted by the map, 0 when the
 batch has no focus pixel. It keeps the small myocardial contrast (lesion vs remote, a few tenths of
-the blood signal) from being drowned by the large bright structures outside the heart.
+the blood signal) from being drowned by the large bright structures outside the heart. With an
+enhancement gain g > 0 (:func:`enhancement_focus`) each LV myocardium pixel of the map is weighted
+1 + g * clip(target, 0, 1): an enhanced pixel of the LGE (a lesion at a fraction e of the blood
+signal) counts 1 + g * e times a remote one. Under an L1 loss the prediction at a pixel whose
+inputs leave lesion and remote equally likely is the weighted median, so the gain moves such
+pixels towards the lesion and counters the regression to dark, remote-like myocardium.
     L_D = 0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))
 
 Images are in normalised LGE units (blood about 1, ``core.normalise``), hence ``data_range = 1``.
@@ -34,6 +39,7 @@ __all__ = [
     "LossWeights",
     "MS_SSIM_WEIGHTS",
     "discriminator_loss",
+    "enhancement_focus",
     "feature_matching_loss",
     "focused_l1",
     "generator_loss",
@@ -59,6 +65,7 @@ class LossWeights:
     feature_matching: float = 10.0
     ms_ssim: float = 10.0
     myocardium: float = 100.0
+    enhancement: float = 0.0  # gain g of :func:`enhancement_focus` (0: plain focus map)
 
 
 def lsgan_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -148,6 +155,14 @@ def focused_l1(fake: torch.Tensor, target: torch.Tensor, focus: torch.Tensor) ->
     """Mean |fake - target| weighted by `focus` (same shape, >= 0); 0 when `focus` sums to 0."""
     focus = focus.float()
     return (torch.abs(fake.float() - target.float()) * focus).sum() / focus.sum().clamp(min=1.0)
+
+
+def enhancement_focus(focus: torch.Tensor, myo: torch.Tensor, target: torch.Tensor, gain: float) -> torch.Tensor:
+    """Focus map weighted 1 + `gain` * clip(target, 0, 1) on the LV myocardium (`myo`, 0/1), the
+    target in normalised LGE units (blood about 1); `focus` itself when `gain` is 0."""
+    if gain == 0:
+        return focus
+    return focus * (1 + gain * myo * target.detach().float().clamp(0, 1))
 
 
 def generator_loss(

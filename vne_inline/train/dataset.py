@@ -11,7 +11,8 @@ images (T1 is quantitative and the target is left alone).
 
 Each item also carries a ``focus`` map for the myocardial L1 term (``model.losses``): 1 within
 :data:`FOCUS_MARGIN_MM` of the slice's ``myo`` mask (the LV myocardium and its borders, which the
-misregistration between scans moves by a few mm), 0 elsewhere and on slices without masks.
+misregistration between scans moves by a few mm), 0 elsewhere and on slices without masks, and the
+``myo`` mask itself (0/1; all 0 without masks) for the enhancement weighting of that term.
 
 Randomness comes from ``numpy.random.default_rng((seed, epoch, index))``: a sample depends only on
 the seed, the epoch (:meth:`TripletDataset.set_epoch`) and its index, whatever the worker or process.
@@ -178,7 +179,8 @@ class TripletDataset(Dataset):
     """Heart-centred training crops (or whole slices with ``crop_size=None``) of the named slices.
 
     Items are dicts of float32 tensors: cine (F, c, c), ir (K, c, c), t1 (1, c, c), target (1, c, c),
-    valid (1, c, c) (1 where the LGE covers the pixel), focus (1, c, c) (:func:`focus_map`).
+    valid (1, c, c) (1 where the LGE covers the pixel), focus (1, c, c) (:func:`focus_map`), myo (1, c, c)
+    (the LV myocardium mask, 0/1).
     """
 
     def __init__(
@@ -225,6 +227,7 @@ class TripletDataset(Dataset):
             "target": s.target[None],
             "valid": s.valid[None].astype(np.float32),
             "focus": s.focus[None],
+            "myo": s.masks.get("myo", np.zeros(s.inputs.shape, bool))[None].astype(np.float32),
         }
         if self.crop_size is not None:
             c = self.crop_size

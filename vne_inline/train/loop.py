@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from vne_inline.core.normalise import crop, stack_batch, to_vne
 from vne_inline.model.discriminator import PatchDiscriminator
 from vne_inline.model.generator import VNEGenerator, atomic_save_file, load_weights, save_weights
-from vne_inline.model.losses import LossWeights, discriminator_loss, generator_loss, ssim
+from vne_inline.model.losses import LossWeights, discriminator_loss, enhancement_focus, generator_loss, ssim
 from vne_inline.modelspec import CONFIG_KEY, ModelConfig, read_config
 from vne_inline.quantify import LGE_FRACTIONS, inner_myocardium, patient_burden, slice_burden
 from vne_inline.train.dataset import FullSlice, TripletDataset, read_index, split_patients
@@ -202,7 +202,7 @@ class GANTrainer:
                 fake,
                 target,
                 self.options.weights,
-                b.get("focus"),
+                None if "focus" not in b else enhancement_focus(b["focus"], b["myo"], target, self.options.weights.enhancement),
             )
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss_g).backward()
