@@ -316,14 +316,18 @@ def _draw_tissue(rng: np.random.Generator) -> TissueParams:
     myo_t1 = tissue.tissue_table(1.5)["myocardium"].t1_ms + float(np.clip(rng.standard_normal(), -2, 2)) * tissue.MYO_T1_SD_MS
     ecv_remote = u(*tissue.ECV_REMOTE_RANGE)
     lo, hi = tissue.ECV_INTERMEDIATE_RANGE
+    hematocrit = u(*tissue.HEMATOCRIT_RANGE)
+    ecv_intermediate = u(max(lo, ecv_remote + tissue.ECV_INTERMEDIATE_MIN_RISE), hi)
+    ecv_hyperintense = u(*tissue.ECV_HYPERINTENSE_RANGE)
+    factor_intermediate, factor_hyperintense = u(*tissue.T1_RISE_FACTOR_RANGE, size=2)
     return TissueParams(
-        hematocrit=u(*tissue.HEMATOCRIT_RANGE),
+        hematocrit=hematocrit,
         myo_t1_ms=myo_t1,
         ecv_remote=ecv_remote,
-        ecv_intermediate=u(max(lo, ecv_remote + tissue.ECV_INTERMEDIATE_MIN_RISE), hi),
-        ecv_hyperintense=u(*tissue.ECV_HYPERINTENSE_RANGE),
-        t1_elevation_intermediate_ms=u(*tissue.T1_ELEVATION_INTERMEDIATE_MS_RANGE),
-        t1_elevation_hyperintense_ms=u(*tissue.T1_ELEVATION_HYPERINTENSE_MS_RANGE),
+        ecv_intermediate=ecv_intermediate,
+        ecv_hyperintense=ecv_hyperintense,
+        t1_elevation_intermediate_ms=tissue.t1_elevation_ms(ecv_intermediate, ecv_remote, factor_intermediate),
+        t1_elevation_hyperintense_ms=tissue.t1_elevation_ms(ecv_hyperintense, ecv_remote, factor_hyperintense),
         blood_t1_post_ms=u(*tissue.BLOOD_T1_POST_MS_RANGE),
     )
 
