@@ -37,7 +37,6 @@ def test_recovers_a_known_translation_across_contrasts(shift):
     moving = heart(xx - shift[0], yy - shift[1], "LGE")
     found = register_translation(fixed, moving, spacing, ((shape[0] - 1) / 2, (shape[1] - 1) / 2))
     assert found.x_mm == pytest.approx(shift[0], abs=0.3) and found.y_mm == pytest.approx(shift[1], abs=0.3)
-    assert found.magnitude_mm == pytest.approx(np.hypot(*shift), abs=0.4)
 
 
 def test_search_is_bounded_by_max_shift():

@@ -45,10 +45,6 @@ class Shift:
     y_mm: float
     metric: float
 
-    @property
-    def magnitude_mm(self) -> float:
-        return float(np.hypot(self.x_mm, self.y_mm))
-
 
 def _image(array: np.ndarray, spacing: tuple[float, float]):
     import SimpleITK as sitk
@@ -115,8 +111,8 @@ def register_translation(
         return float(method.MetricEvaluate(fixed_image, moving_image))
 
     candidates = [coarse] + ([refined] if max(abs(v) for v in refined) <= max_shift_mm else [])
-    best = min(candidates, key=metric)
-    return Shift(float(best[0]), float(best[1]), metric(best))
+    value, best = min((metric(c), c) for c in candidates)
+    return Shift(float(best[0]), float(best[1]), value)
 
 
 def register_matched(

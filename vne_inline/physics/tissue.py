@@ -161,6 +161,7 @@ T1_ELEVATION_MS_RANGE = (50.0, 250.0)
 # the lower part of the range, so that normal myocardium lands near the design's 450-500 ms).
 BLOOD_T1_POST_MS_RANGE = (290.0, 370.0)
 
+
 def t1_elevation_ms(ecv_lesion: float, ecv_remote: float, factor: float = 1.0) -> float:
     """Native T1 rise (ms, 1.5 T) of a lesion over remote myocardium from their ECVs (fractions)."""
     rise = T1_RISE_PER_ECV_MS * (ecv_lesion - ecv_remote) * factor

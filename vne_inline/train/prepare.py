@@ -115,13 +115,10 @@ def _heart_centre(masks: dict[str, np.ndarray], shape: tuple[int, int]) -> tuple
 
 
 def _register(t1: T1Slice, lge: Matched, image: np.ndarray, masks: dict[str, np.ndarray],
-              registration: Registration) -> tuple[Matched, Shift | str]:
+              max_shift_mm: float) -> tuple[Matched, Shift | str]:
     """The LGE registered to the T1 map and its shift, or the LGE as matched and why it is not."""
-    if not registration.enabled:
-        return lge, "registration off"
     try:
-        return register_matched(t1.geometry, t1.t1_ms, lge, image, _heart_centre(masks, t1.t1_ms.shape),
-                                registration.max_shift_mm)
+        return register_matched(t1.geometry, t1.t1_ms, lge, image, _heart_centre(masks, t1.t1_ms.shape), max_shift_mm)
     except ValueError as exc:
         return lge, f"LGE not registered: {exc}"
 
@@ -178,10 +175,13 @@ def triplets_of_exam(
             continue
         slice_masks = masks.get(t1.slice, {})
         try:
-            lge, shift = _register(t1, lge, lge_images[lge.match.key], slice_masks, registration)
-            if isinstance(shift, str) and registration.enabled:
-                unregistered.append(Rejection(name, t1.slice, shift))
-            out.append(_triplet(exam, t1, cine, lge, slice_masks, shift if isinstance(shift, Shift) else None))
+            shift = None
+            if registration.enabled:
+                lge, shift = _register(t1, lge, lge_images[lge.match.key], slice_masks, registration.max_shift_mm)
+                if isinstance(shift, str):
+                    unregistered.append(Rejection(name, t1.slice, shift))
+                    shift = None
+            out.append(_triplet(exam, t1, cine, lge, slice_masks, shift))
         except ValueError as exc:
             rejected.append(Rejection(name, t1.slice, str(exc)))
     return out, rejected, unregistered
