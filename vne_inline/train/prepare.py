@@ -199,8 +199,7 @@ def _write_triplet(group: h5py.Group, t: Triplet) -> None:
     g.attrs["pixel_spacing_mm"] = np.asarray(t.pixel_spacing_mm, dtype=np.float64)
     g.attrs["lge_shift_mm"] = np.asarray(t.lge_shift_mm if t.lge_shift_mm is not None else (np.nan, np.nan))
     if "myo" in t.masks and t.masks["myo"].any():
-        yy, xx = np.nonzero(t.masks["myo"])
-        g.attrs["heart_centre_px"] = np.array([yy.mean(), xx.mean()])
+        g.attrs["heart_centre_px"] = np.array(_heart_centre(t.masks, t.t1.shape))
 
 
 def prepare(
