@@ -232,8 +232,48 @@ def test_cli_evaluate(exams, tmp_path, monkeypatch) -> None:
     result = CliRunner().invoke(app, ["evaluate", "--exams", str(exams[0]), "--out", str(tmp_path / "r"),
                                       "--contours", str(exams[1]), "--examples", "1"])
     assert result.exit_code == 0, result.output
-    assert "3 patients evaluated" in result.output
+    assert "3 patients evaluated, 3 in the primary analysis (0 slice(s) with non-diagnostic LGE left out)" in result.output
     assert (tmp_path / "r" / "report.md").exists()
+
+
+def test_nondiagnostic_lge_is_left_out_of_the_primary_analysis(exams, evaluation, tmp_path) -> None:
+    """The reader grades patient_001's LGE non-diagnostic on both slices and patient_002's on slice 1."""
+    import shutil
+
+    contours = tmp_path / "contours"
+    shutil.copytree(exams[1], contours)
+    (contours / "patient_001" / "lge_nondiagnostic.txt").write_text("0 ghosts\n1 ghosts\n")
+    (contours / "patient_002" / "lge_nondiagnostic.txt").write_text("1\n")
+    graded = evaluate_exams(exams[0], T1Backend(), contours, margin_mm=0.0)
+    assert [(p.name, [s.lge_nondiagnostic for s in p.slices]) for p in graded.patients] == [
+        ("patient_001", ["ghosts", "ghosts"]),
+        ("patient_002", [None, "marked non-diagnostic by the reader"]),
+        ("patient_003", [None, None]),
+    ]
+    # grading changes no burden; the primary analysis drops the graded slices
+    for before, after in zip(evaluation.patients, graded.patients, strict=True):
+        assert after.burden("LGE", "FWHM") == before.burden("LGE", "FWHM")
+    primary = graded.diagnostic()
+    assert [p.name for p in primary.patients] == ["patient_002", "patient_003"]
+    assert primary.skipped[-1] == ("patient_001: left out of the primary analysis "
+                                   "(LGE non-diagnostic on every slice: ghosts)")
+    p2 = primary.patients[0]
+    assert [s.slice for s in p2.slices] == [0] and p2.skipped == [
+        "T1 slice 1: left out of the primary analysis (LGE non-diagnostic: marked non-diagnostic by the reader)"]
+    assert p2.burden("VNE", "FWHM") == pytest.approx(p2.slices[0].burdens["VNE"]["FWHM"].burden_percent)
+    assert summarise(primary).agreement("VNE", "FWHM").stats.n == 2
+    assert graded.patients[1].slices[1].lge_nondiagnostic is not None  # the full evaluation is untouched
+
+    text = write_report(graded, tmp_path / "report", examples=1).read_text()
+    assert "**n = 2 patients**, 3 T1-map slices in the primary analysis (3 patients and 6 slices evaluated" in text
+    assert "## Sensitivity analysis: every slice, non-diagnostic LGE included" in text
+    assert "patient_001 (2 of 2 slices); patient_002 (1 of 2 slices)" in text
+    sensitivity = text.split("## Sensitivity analysis")[1].split("##")[0]
+    assert "| VNE | FWHM | 3 |" in sensitivity
+    with (tmp_path / "report" / "burden_per_slice.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and [r["lge_nondiagnostic"] for r in rows[:3]] == ["ghosts", "ghosts", ""]
+    assert "Sensitivity" not in write_report(evaluation, tmp_path / "plain", examples=0).read_text()
 
 
 # ---------------------------------------------------------------------------------------- synthetic exams
@@ -313,3 +353,33 @@ def test_synthetic_numbers_are_consistent(synthetic) -> None:
     text = report.read_text()
     assert "synthetic truth" in text and "fidelity" in text and "n = 3 patients" in text
     assert len(list(report.parent.glob("montage_*.png"))) == 1
+
+
+def test_recorded_respiratory_ghosts_grade_a_synthetic_lge_nondiagnostic(synthetic, tmp_path) -> None:
+    """A synthetic exam's artefact record grades its LGE: ghosts do, a wrong TI (patient_002) does not."""
+    import json
+    import shutil
+
+    import h5py
+
+    evaluation, report = synthetic
+    assert all(not p.nondiagnostic for p in evaluation.patients)
+    assert "Sensitivity" not in report.read_text()
+    source = report.parent.parent / "exams"
+    shutil.copytree(source / "patient_009", tmp_path / "exams" / "patient_009")
+    shutil.copytree(source / "patient_002", tmp_path / "exams" / "patient_002")
+    with h5py.File(tmp_path / "exams" / "patient_002" / "truth.h5", "r") as f:
+        assert json.loads(f.attrs["attrs"])["artefacts"]["lge_wrong_ti"]
+    with h5py.File(tmp_path / "exams" / "patient_009" / "truth.h5", "r+") as f:
+        attrs = json.loads(f.attrs["attrs"])
+        attrs["artefacts"]["lge_ghosts"] = True
+        f.attrs["attrs"] = json.dumps(attrs)
+    graded = evaluate_exams(tmp_path / "exams", T1Backend())
+    ghosted = next(p for p in graded.patients if p.name == "patient_009")
+    assert ghosted.slices and ghosted.nondiagnostic == ghosted.slices
+    assert all("respiratory ghosts" in s.lge_nondiagnostic for s in ghosted.slices)
+    assert not next(p for p in graded.patients if p.name == "patient_002").nondiagnostic
+    primary = graded.diagnostic()
+    assert [p.name for p in primary.patients] == ["patient_002"]
+    assert primary.skipped == ["patient_009: left out of the primary analysis (LGE non-diagnostic on every slice: "
+                               "respiratory ghosts (synthetic exam's artefact record))"]

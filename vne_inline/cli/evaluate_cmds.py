@@ -45,5 +45,11 @@ def evaluate_command(
     if not evaluation.patients:
         typer.echo("error: no patient could be evaluated", err=True)
         raise typer.Exit(1)
+    primary = evaluation.diagnostic()
+    if not primary.patients:
+        typer.echo("error: no patient has a diagnostic LGE slice", err=True)
+        raise typer.Exit(1)
     report = write_report(evaluation, out, examples)
-    typer.echo(f"{len(evaluation.patients)} patients evaluated; report: {report}")
+    withheld = sum(len(p.nondiagnostic) for p in evaluation.patients)
+    typer.echo(f"{len(evaluation.patients)} patients evaluated, {len(primary.patients)} in the primary analysis "
+               f"({withheld} slice(s) with non-diagnostic LGE left out); report: {report}")

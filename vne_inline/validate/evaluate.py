@@ -19,6 +19,11 @@ Per patient directory (one ISMRMRD file per scan; ``truth.h5`` for synthetic exa
    VNE at the same fractions and at the paper's adjusted 35/20/10 %; quality scores per image.
 
 A T1 slice lacking any of VNE, matched LGE or ROIs is left out with a one-line reason.
+
+5. LGE image quality, as a reader grades it before quantifying: a slice whose LGE is non-diagnostic
+   (the contours' ``lge_nondiagnostic.txt``, or a synthetic exam's recorded artefacts in
+   :data:`NONDIAGNOSTIC_LGE_ARTEFACTS`) is evaluated but marked; :meth:`Evaluation.diagnostic` keeps
+   it out of the primary analysis, and the report gives the analysis with it as well.
 """
 
 from __future__ import annotations
@@ -50,16 +55,25 @@ from vne_inline.quantify import (
     patient_burden,
 )
 from vne_inline.synth.truth import SliceMasks, read_lge_truth, read_truth
-from vne_inline.validate.contours import SliceRois, read_contours
+from vne_inline.validate.contours import SliceRois, read_contours, read_nondiagnostic
 from vne_inline.validate.quality import cnr, fidelity
 
 __all__ = [
-    "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
+    "NONDIAGNOSTIC_LGE_ARTEFACTS", "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
     "evaluate_exams", "evaluate_patient", "patient_dirs",
 ]
 
 #: Threshold names (FWHM, FWQM, FWEM), shared by every reading.
 THRESHOLDS: tuple[str, ...] = tuple(LGE_FRACTIONS)
+
+
+#: Artefacts a synthetic exam records (``truth.h5`` attribute "artefacts") that make its LGE
+#: non-diagnostic -> the reason reported. Respiratory ghosts replicate fat, chest wall and blood along
+#: the phase-encoding direction across the myocardium, where they read as enhancement: on lesion-free
+#: synthetic exams they gave 4-14 % LGE burden at FWHM, and readers would repeat or reject such an
+#: LGE. A wrong inversion time is not listed: the phase-sensitive reconstruction keeps the sign, and the
+#: FWHM burden of such exams stayed within 0.6 % of their artefact-free LGE (docs/validation.md).
+NONDIAGNOSTIC_LGE_ARTEFACTS: dict[str, str] = {"lge_ghosts": "respiratory ghosts (synthetic exam's artefact record)"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class Truth:
 @dataclass
 class SliceResult:
     """One evaluated T1 slice: images on the T1 grid (y, x), ROIs (the T1 slice's, and the LGE's own
-    when known), truth and burdens by reading."""
+    when known), truth, the LGE's quality grade and burdens by reading."""
 
     slice: int
     pixel_area_mm2: float
@@ -100,6 +114,7 @@ class SliceResult:
     rois: SliceRois
     truth: Truth | None = None
     lge_rois: SliceRois | None = None
+    lge_nondiagnostic: str | None = None  # why the LGE is graded non-diagnostic; None: diagnostic
     burdens: dict[str, dict[str, SliceBurden]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -165,6 +180,11 @@ class PatientResult:
         values = [v for s in self.slices if math.isfinite(v := s.quality(score, image))]
         return float(np.mean(values)) if values else math.nan
 
+    @property
+    def nondiagnostic(self) -> list[SliceResult]:
+        """The slices whose LGE is graded non-diagnostic."""
+        return [s for s in self.slices if s.lge_nondiagnostic is not None]
+
 
 @dataclass
 class Evaluation:
@@ -176,6 +196,26 @@ class Evaluation:
     patients: list[PatientResult]
     skipped: list[str] = field(default_factory=list)
     margin_mm: float = BORDER_MARGIN_MM
+
+    def diagnostic(self) -> Evaluation:
+        """The primary analysis set: only slices whose LGE is diagnostic. The others are listed as left
+        out of their patient; a patient left with no slice is listed in `skipped`."""
+        patients, skipped = [], list(self.skipped)
+        for p in self.patients:
+            bad = p.nondiagnostic
+            if not bad:
+                patients.append(p)
+                continue
+            kept = [s for s in p.slices if s.lge_nondiagnostic is None]
+            reasons = sorted({s.lge_nondiagnostic for s in bad})
+            if kept:
+                notes = [f"T1 slice {s.slice}: left out of the primary analysis (LGE non-diagnostic: "
+                         f"{s.lge_nondiagnostic})" for s in bad]
+                patients.append(replace(p, slices=kept, skipped=p.skipped + notes))
+            else:
+                skipped.append(f"{p.name}: left out of the primary analysis (LGE non-diagnostic on every slice: "
+                               f"{'; '.join(reasons)})")
+        return replace(self, patients=patients, skipped=skipped)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -203,13 +243,20 @@ def _rois_or_reason(myo: np.ndarray, remote: np.ndarray, blood: np.ndarray) -> S
         return f"truth ROIs unusable: {exc}"
 
 
-def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth]], list[SliceMasks]]:
-    """T1-slice ROIs (or why a slice has none usable) and truth by slice index, and the LGE slices'
-    truth masks, from ``truth.h5``."""
+def _recorded_nondiagnostic(attrs: Mapping) -> str | None:
+    """Why a synthetic exam's LGE is non-diagnostic, from its recorded artefacts (None: diagnostic)."""
+    found = [reason for name, reason in NONDIAGNOSTIC_LGE_ARTEFACTS.items() if attrs.get("artefacts", {}).get(name)]
+    return "; ".join(found) or None
+
+
+def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth, str | None]], list[SliceMasks]]:
+    """By T1 slice index: ROIs (or why a slice has none usable), truth and why the LGE is non-diagnostic
+    (None: diagnostic); and the LGE slices' truth masks; from ``truth.h5``."""
     path = directory / "truth.h5"
     if not path.exists():
         return {}, []
-    t1 = {t.slice: (_rois_or_reason(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)))
+    t1 = {t.slice: (_rois_or_reason(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)),
+                    _recorded_nondiagnostic(t.attrs))
           for t in read_truth(path)}
     return t1, read_lge_truth(path)
 
@@ -265,8 +312,10 @@ def evaluate_patient(
     truth, lge_truth = _truth(directory)
     if contours is not None:
         rois, lge_rois = read_contours(contours, directory.name), read_contours(contours, directory.name, "lge")
+        nondiagnostic = read_nondiagnostic(contours, directory.name)
     else:
         rois, lge_rois = {k: v[0] for k, v in truth.items()}, {}
+        nondiagnostic = {k: v[2] for k, v in truth.items() if v[2] is not None}
     lge = lge_slices(by_role[Role.LGE])
     result = PatientResult(directory.name, [])
     for t1 in t1_slices(by_role[Role.T1MAP], by_role[Role.IR]):
@@ -288,6 +337,7 @@ def evaluate_patient(
                 vne=vne[-1].pixels.astype(np.float32), lge=image, rois=_inner(rois[t1.slice], spacing, margin_mm),
                 truth=truth[t1.slice][1] if t1.slice in truth else None,
                 lge_rois=_inner(own, spacing, margin_mm) if own is not None else None,
+                lge_nondiagnostic=nondiagnostic.get(t1.slice),
             ))
         except ValueError as exc:
             result.skipped.append(f"T1 slice {t1.slice}: left out ({exc})")

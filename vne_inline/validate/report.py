@@ -57,11 +57,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def _burden_tables(evaluation: Evaluation, out: Path) -> tuple[str, str]:
     columns = [f"{r.name} {t} (%)" for r in READINGS for t in THRESHOLDS]
-    _write_csv(out / "burden_per_patient.csv", ["patient", "slices", *columns],
-               [[p.name, len(p.slices), *(f"{p.burden(r.name, t):.3f}" for r in READINGS for t in THRESHOLDS)]
+    _write_csv(out / "burden_per_patient.csv", ["patient", "slices", "nondiagnostic_lge_slices", *columns],
+               [[p.name, len(p.slices), len(p.nondiagnostic),
+                 *(f"{p.burden(r.name, t):.3f}" for r in READINGS for t in THRESHOLDS)]
                 for p in evaluation.patients])
-    _write_csv(out / "burden_per_slice.csv", ["patient", "t1_slice", "myo_area_mm2", *columns],
-               [[p.name, s.slice, f"{s.burdens['LGE']['FWHM'].myo_area_mm2:.1f}",
+    _write_csv(out / "burden_per_slice.csv", ["patient", "t1_slice", "lge_nondiagnostic", "myo_area_mm2", *columns],
+               [[p.name, s.slice, s.lge_nondiagnostic or "", f"{s.burdens['LGE']['FWHM'].myo_area_mm2:.1f}",
                  *(f"{s.burdens[r.name][t].burden_percent:.3f}" for r in READINGS for t in THRESHOLDS)]
                 for p in evaluation.patients for s in p.slices])
     return "burden_per_patient.csv", "burden_per_slice.csv"
@@ -95,13 +96,21 @@ def _lge_rois(evaluation: Evaluation) -> str:
     return f"{own} of {len(slices)} slices; the others with the T1 slice's ROIs"
 
 
-def _header(evaluation: Evaluation, tables: tuple[str, str]) -> list[str]:
+def _header(evaluation: Evaluation, everything: Evaluation, tables: tuple[str, str]) -> list[str]:
+    """The report's opening: model, data and methods of the primary analysis `evaluation`, a subset
+    of `everything` (every evaluated slice, non-diagnostic LGE included)."""
     n_slices = sum(len(p.slices) for p in evaluation.patients)
+    withheld = sum(len(p.nondiagnostic) for p in everything.patients)
     lines = [
         "# VNE validation report", "",
         f"- **Model**: {evaluation.model}.",
         f"- **Data**: exam folder `{evaluation.exams}`; **n = {len(evaluation.patients)} patients**, "
-        f"{n_slices} T1-map slices evaluated.",
+        f"{n_slices} T1-map slices in the primary analysis"
+        + (f" ({len(everything.patients)} patients and {n_slices + withheld} slices evaluated; the {withheld} "
+           "slices with non-diagnostic LGE are left out, see the sensitivity analysis)." if withheld else "."),
+        "- **LGE image quality**: a slice whose LGE is graded non-diagnostic (by the reader: the contours' "
+        "`lge_nondiagnostic.txt`; synthetic exams: their recorded respiratory ghosts) is left out of the primary "
+        "analysis, as readers reject such an LGE; the sensitivity analysis keeps it.",
         f"- **ROIs** (LV myocardium, remote myocardium, LV blood pool): {evaluation.rois}.",
         "- **VNE**: made by the inline core (cine, then T1 mapping, replayed as separate connections); "
         "LGE matched to each T1 slice (normal cosine > 0.9, distance < 4 mm) and resampled onto the T1 grid.",
@@ -153,6 +162,19 @@ def _lesion_sections(summary: Summary) -> list[str]:
                     for d in summary.dice] + [""]
 
 
+def _sensitivity_section(everything: Evaluation) -> list[str]:
+    """Agreement and false positives per patient with every slice, non-diagnostic LGE included."""
+    summary = summarise(everything)
+    lines = ["## Sensitivity analysis: every slice, non-diagnostic LGE included", "",
+             f"n = {len(everything.patients)} patients. Non-diagnostic LGE: "
+             + "; ".join(f"{p.name} ({len(p.nondiagnostic)} of {len(p.slices)} slices)"
+                         for p in everything.patients if p.nondiagnostic) + ".", ""]
+    lines += _agreement_table([a for a in summary.agreements if a.level == "patient"]) + [""]
+    lines += ["| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"]
+    return lines + [f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | "
+                    f"{', '.join(fp.patients) or '-'} |" for fp in summary.false_positives] + [""]
+
+
 def _quality_section(summary: Summary) -> list[str]:
     lines = ["## Image quality (automated scores, VNE vs LGE, Wilcoxon signed-rank)", ""]
     lines += [f"- `{name}`: {text}" for name, text in QUALITY_SCORES.items()]
@@ -180,8 +202,11 @@ def _examples_section(montage_pngs: list[str]) -> list[str]:
 def write_report(evaluation: Evaluation, out: Path, examples: int = 3) -> Path:
     """Write figures, CSV tables and ``report.md`` into `out`; returns the report's path.
 
-    Raises ValueError when no patient was evaluated.
+    The primary analysis leaves out slices whose LGE is non-diagnostic (:meth:`Evaluation.diagnostic`);
+    when there are any, a sensitivity analysis with them follows. The CSV tables hold every slice.
+    Raises ValueError when no patient was evaluated (or none has a diagnostic LGE).
     """
+    everything, evaluation = evaluation, evaluation.diagnostic()
     summary = summarise(evaluation)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +219,9 @@ def write_report(evaluation: Evaluation, out: Path, examples: int = 3) -> Path:
         montage_pngs.append(f"montage_{_slug(patient.name)}.png")
         montage(patient, out / montage_pngs[-1])
     report = out / "report.md"
-    lines = (_header(evaluation, _burden_tables(evaluation, out)) + _agreement_section(summary, agreement_pngs)
+    sensitivity = _sensitivity_section(everything) if any(p.nondiagnostic for p in everything.patients) else []
+    lines = (_header(evaluation, everything, _burden_tables(everything, out))
+             + _agreement_section(summary, agreement_pngs) + sensitivity
              + _lesion_sections(summary) + _quality_section(summary) + _examples_section(montage_pngs))
     report.write_text("\n".join(lines) + "\n")
     return report
