@@ -69,10 +69,12 @@ THRESHOLDS: tuple[str, ...] = tuple(LGE_FRACTIONS)
 
 #: Artefacts a synthetic exam records (``truth.h5`` attribute "artefacts") that make its LGE
 #: non-diagnostic -> the reason reported. Respiratory ghosts replicate fat, chest wall and blood along
-#: the phase-encoding direction across the myocardium, where they read as enhancement: on lesion-free
-#: synthetic exams they gave 4-14 % LGE burden at FWHM, and readers would repeat or reject such an
-#: LGE. A wrong inversion time is not listed: the phase-sensitive reconstruction keeps the sign, and the
-#: FWHM burden of such exams stayed within 0.6 % of their artefact-free LGE (docs/validation.md).
+#: the phase-encoding direction across the myocardium, where they read as enhancement; readers repeat
+#: or reject such an LGE. Measured on the 330 training exams (seed 1000), LGE FWHM burden minus that of
+#: the exam's artefact-free LGE: with ghosts median +10.1 points (+1.6 to +20.9; 19 exams whose
+#: artefact-free LGE reads 0 % read up to 20.9 %); without artefacts median 0.0, 95 % within 1.1 points.
+#: A wrong inversion time is not listed: the phase-sensitive reconstruction keeps the sign (median 0.0,
+#: 95 % within 5.2 points; lesion-free exams at most 1.1 %).
 NONDIAGNOSTIC_LGE_ARTEFACTS: dict[str, str] = {"lge_ghosts": "respiratory ghosts (synthetic exam's artefact record)"}
 
 
