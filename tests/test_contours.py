@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vne_inline.validate.contours import NONDIAGNOSTIC_FILE, SliceRois, read_contours, read_nondiagnostic
+from vne_inline.validate.contours import SliceRois, read_contours
 
 
 def rois(shape=(6, 8)) -> dict[str, np.ndarray]:
@@ -108,15 +108,3 @@ def test_nifti_needs_every_roi_and_no_npz_twin(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="both as npz and as NIfTI"):
         read_contours(tmp_path, "p")
 
-
-def test_nondiagnostic_lge_list(tmp_path: Path) -> None:
-    folder = tmp_path / "patient_001"
-    folder.mkdir()
-    assert read_nondiagnostic(tmp_path, "patient_001") == {}  # no file: every LGE slice diagnostic
-    (folder / NONDIAGNOSTIC_FILE).write_text(
-        "# graded by reader A\n2 respiratory ghosts\n\n  0   # no reason given\n07 wrap-around across the septum\n")
-    assert read_nondiagnostic(tmp_path, "patient_001") == {
-        2: "respiratory ghosts", 0: "marked non-diagnostic by the reader", 7: "wrap-around across the septum"}
-    (folder / NONDIAGNOSTIC_FILE).write_text("2 ghosts\nslice 3\n")
-    with pytest.raises(ValueError, match=r"line 2: expected '<slice index> \[reason\]'"):
-        read_nondiagnostic(tmp_path, "patient_001")

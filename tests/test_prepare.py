@@ -140,3 +140,39 @@ def test_failed_registration_keeps_the_slice_and_says_why(exam, monkeypatch):
     assert rejected == [] and len(triplets) == 3 and all(t.lge_shift_mm is None for t in triplets)
     assert [u.slice for u in unregistered] == [0, 1, 2]
     assert all("LGE not registered: only 12 pixels" in u.reason for u in unregistered)
+
+
+def test_nondiagnostic_lge_is_rejected_as_a_target(exam, tmp_path):
+    """Recorded respiratory ghosts reject every slice; a reader's grades replace the record; both can be kept."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from vne_inline.cli import app, prepare_cmds  # noqa: F401  (registers `prepare`)
+    from vne_inline.train.prepare import grader
+
+    ghosted = tmp_path / "exams" / exam.name
+    shutil.copytree(exam, ghosted)
+    with h5py.File(ghosted / "truth.h5", "r+") as f:
+        attrs = json.loads(f.attrs["attrs"])
+        attrs["artefacts"]["lge_ghosts"] = True
+        f.attrs["attrs"] = json.dumps(attrs)
+    report = prepare([ghosted], tmp_path / "a.h5", registration=Registration(False))
+    assert report.written == 0 and [(r.slice, r.reason) for r in report.rejected] == [
+        (k, "LGE non-diagnostic: respiratory ghosts (synthetic exam's artefact record)") for k in (0, 1, 2)]
+    kept = prepare([ghosted], tmp_path / "b.h5", registration=Registration(False), grades=grader(keep=True))
+    assert kept.written == 3 and not kept.rejected
+    (tmp_path / "grades" / exam.name).mkdir(parents=True)
+    (tmp_path / "grades" / exam.name / "lge_nondiagnostic.txt").write_text("1 ghosts over the septum\n")
+    read = prepare([ghosted], tmp_path / "c.h5", registration=Registration(False), grades=grader(tmp_path / "grades"))
+    assert read.written == 2 and [(r.slice, r.reason) for r in read.rejected] == [
+        (1, "LGE non-diagnostic: ghosts over the septum")]
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert sorted(f["slices"]) == [f"{exam.name}_s0", f"{exam.name}_s2"]
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "exams"), "--out", str(tmp_path / "d.h5"),
+                                      "--no-register", "--grading", str(tmp_path / "grades")])
+    assert result.exit_code == 0, result.output
+    assert "2 triplets written" in result.output and "LGE non-diagnostic: ghosts over the septum" in result.output
+    result = CliRunner().invoke(app, ["prepare", str(tmp_path / "exams"), "--out", str(tmp_path / "e.h5"),
+                                      "--no-register", "--keep-nondiagnostic"])
+    assert result.exit_code == 0 and "3 triplets written" in result.output

@@ -22,15 +22,20 @@ def prepare(
     max_distance_mm: Annotated[float, typer.Option(help="Slice positions must differ by less than this (mm).")] = 4.0,
     register: Annotated[bool, typer.Option(help="Register each LGE slice to its T1 map (in-plane translation).")] = True,
     max_shift_mm: Annotated[float, typer.Option(min=1.0, help="Largest LGE registration shift searched (mm).")] = 6.0,
+    grading: Annotated[Path | None, typer.Option(exists=True, file_okay=False, help="Folder of the reader's LGE "
+                                                 "grades, GRADING/<exam>/lge_nondiagnostic.txt (docs/contours.md); "
+                                                 "default: synthetic exams' artefact records.")] = None,
+    keep_nondiagnostic: Annotated[bool, typer.Option(help="Keep slices whose LGE is graded non-diagnostic "
+                                                     "(default: reject them).")] = False,
 ) -> None:
     """Match every T1-map slice with a cine and an LGE slice (the paper's criteria), resample them onto
-    the T1 grid, register the LGE to the T1 map and store the triplets; rejected slices are listed with
-    their reason."""
+    the T1 grid, register the LGE to the T1 map and store the triplets; slices whose LGE is graded
+    non-diagnostic are rejected; rejected slices are listed with their reason."""
     import numpy as np
 
     from vne_inline.adapters.exam_files import exam_files
     from vne_inline.core.match import MatchCriteria
-    from vne_inline.train.prepare import Registration
+    from vne_inline.train.prepare import Registration, grader
     from vne_inline.train.prepare import prepare as run_prepare
 
     dirs = sorted(d for d in exams_dir.iterdir() if d.is_dir() and exam_files(d)) or [exams_dir]
@@ -39,7 +44,8 @@ def prepare(
         task = progress.add_task("matching slices", total=len(dirs))
         report = run_prepare(dirs, out, MatchCriteria(min_cosine, max_distance_mm),
                              on_exam=lambda _: progress.advance(task),
-                             registration=Registration(register, max_shift_mm))
+                             registration=Registration(register, max_shift_mm),
+                             grades=grader(grading, keep_nondiagnostic))
     console.print(f"{report.written} triplets written to {out}")
     if report.shifts_mm:
         shifts = np.asarray(report.shifts_mm)

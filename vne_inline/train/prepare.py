@@ -12,6 +12,11 @@ lesions. The heart centre is the truth myocardium's centroid when masks exist, e
 centre. Each written slice records the shift in its ``lge_shift_mm`` attribute (x, y in mm along the
 T1 grid's columns and rows; NaN, NaN when not registered). A slice whose registration fails is
 written unregistered and listed in ``/unregistered`` with the reason.
+
+A slice whose LGE is graded non-diagnostic (`io.lge_grading`: a synthetic exam's recorded respiratory
+ghosts, or a reader's ``lge_nondiagnostic.txt`` in a grading folder) is rejected with that reason
+unless the caller keeps such targets: ghosts put enhancement into the target that no native image
+shows.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from vne_inline.adapters.exam_files import Exam, read_exam
 from vne_inline.core.match import MatchCriteria, Matched, match_onto
 from vne_inline.core.register import MAX_SHIFT_MM, Shift, register_matched
 from vne_inline.core.slices import T1Slice
+from vne_inline.io.lge_grading import read_nondiagnostic, synthetic_nondiagnostic
 
-__all__ = ["Triplet", "Rejection", "Registration", "PrepareReport", "triplets_of_exam", "prepare", "FORMAT",
-           "MASK_NAMES"]
+__all__ = ["Triplet", "Rejection", "Registration", "PrepareReport", "grader", "triplets_of_exam", "prepare",
+           "FORMAT", "MASK_NAMES"]
 
 FORMAT = "vne-triplets/1"
 MASK_NAMES = ("myo", "remote", "blood", "lesion_hyper", "lesion_intermediate")
@@ -87,6 +93,8 @@ class PrepareReport:
 
 
 TruthReader = Callable[[Path], dict[int, dict[str, np.ndarray]]]
+#: Exam directory -> {T1 slice index: why its LGE is non-diagnostic}.
+Grader = Callable[[Path], dict[int, str]]
 
 
 def synthetic_truth_masks(directory: Path) -> dict[int, dict[str, np.ndarray]]:
@@ -146,11 +154,22 @@ def _triplet(exam: Exam, t1: T1Slice, cine: Matched, lge: Matched, masks: dict[s
     )
 
 
+def grader(folder: Path | None = None, keep: bool = False) -> Grader:
+    """The LGE grades `prepare` rejects by: none when `keep`; else a reader's files under `folder`
+    (``<folder>/<exam name>/lge_nondiagnostic.txt``) when given, else a synthetic exam's record."""
+    if keep:
+        return lambda directory: {}
+    if folder is not None:
+        return lambda directory: read_nondiagnostic(folder, Path(directory).name)
+    return synthetic_nondiagnostic
+
+
 def triplets_of_exam(
     directory: Path,
     criteria: MatchCriteria = MatchCriteria(),
     truth: TruthReader = synthetic_truth_masks,
     registration: Registration = Registration(),
+    grades: Grader = synthetic_nondiagnostic,
 ) -> tuple[list[Triplet], list[Rejection], list[Rejection]]:
     """Matched triplets of one exam directory, the slices (or the whole exam) rejected and the
     slices written without registration, with reasons."""
@@ -158,12 +177,16 @@ def triplets_of_exam(
     try:
         exam = read_exam(directory)
         masks = truth(directory)
+        nondiagnostic = grades(directory)
     except (ValueError, OSError) as exc:
         return [], [Rejection(name, None, f"exam not readable: {exc}")], []
     if not exam.t1:
         return [], [Rejection(name, None, "no T1 map with IR images")], []
     out, rejected, unregistered = [], [], []
     for t1 in exam.t1:
+        if t1.slice in nondiagnostic:
+            rejected.append(Rejection(name, t1.slice, f"LGE non-diagnostic: {nondiagnostic[t1.slice]}"))
+            continue
         cine_frames = {c.key: c.frames for c in exam.cine}
         lge_images = {g.key: g.image for g in exam.lge}
         cine = match_onto(t1.geometry, [(c.key, c.geometry) for c in exam.cine], cine_frames.__getitem__, criteria)
@@ -208,8 +231,10 @@ def prepare(
     criteria: MatchCriteria = MatchCriteria(),
     on_exam: Callable[[str], None] | None = None,
     registration: Registration = Registration(),
+    grades: Grader = synthetic_nondiagnostic,
 ) -> PrepareReport:
-    """Write `out` (triplets.h5) from the exam directories; returns counts and the rejection list."""
+    """Write `out` (triplets.h5) from the exam directories; returns counts and the rejection list.
+    `grades` says which slices' LGE is non-diagnostic (see :func:`grader`)."""
     report = PrepareReport()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +242,8 @@ def prepare(
         h5.attrs["format"] = FORMAT
         slices = h5.create_group("slices")
         for directory in exam_dirs:
-            triplets, rejected, unregistered = triplets_of_exam(Path(directory), criteria, registration=registration)
+            triplets, rejected, unregistered = triplets_of_exam(Path(directory), criteria, registration=registration,
+                                                               grades=grades)
             for t in triplets:
                 _write_triplet(slices, t)
                 if t.lge_shift_mm is not None:

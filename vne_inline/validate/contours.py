@@ -11,8 +11,8 @@ Optionally, the ROIs drawn on the LGE (resampled onto the same T1 grid, as ``vne
 resamples the LGE image) as arrays ``lge_myo``, ``lge_remote``, ``lge_blood`` in the same npz, or
 files ``slice_<k>_lge_<roi>.nii[.gz]``; without them the LGE is read with the T1 ROIs.
 Optionally, ``CONTOURS/<patient>/lge_nondiagnostic.txt`` lists the T1 slices whose matched LGE the
-reader graded non-diagnostic (one ``<k> [reason]`` per line, ``#`` starts a comment): they are kept
-out of the primary analysis. Synthetic exams give the same ROIs from ``truth.h5``.
+reader graded non-diagnostic (`vne_inline.io.lge_grading`): they are kept out of the primary
+analysis. Synthetic exams give the same ROIs from ``truth.h5``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGES", "NONDIAGNOSTIC_FILE", "ROI_NAMES", "SliceRois", "read_contours", "read_nondiagnostic"]
+__all__ = ["IMAGES", "ROI_NAMES", "SliceRois", "read_contours"]
 
 #: The arrays every slice needs, in the order they are documented.
 ROI_NAMES = ("myo", "remote", "blood")
 #: Which image the contours were drawn on -> the prefix of their array and file names.
 IMAGES = {"t1": "", "lge": "lge_"}
-#: The reader's list of T1 slices whose LGE is non-diagnostic, in a patient's contour folder.
-NONDIAGNOSTIC_FILE = "lge_nondiagnostic.txt"
 _NPZ = re.compile(r"^slice_(\d+)\.npz$")
 _NIFTI = re.compile(r"^slice_(\d+)_((?:lge_)?(?:myo|remote|blood))\.nii(\.gz)?$")
 
@@ -119,23 +117,3 @@ def read_contours(directory: str | Path, patient: str, image: str = "t1") -> dic
         out[k] = SliceRois(*(rois[name] for name in names))
     return out
 
-
-def read_nondiagnostic(directory: str | Path, patient: str) -> dict[int, str]:
-    """The T1 slices of `patient` whose LGE the reader marked non-diagnostic -> the reason given
-    ("marked non-diagnostic by the reader" when none); {} without a :data:`NONDIAGNOSTIC_FILE`.
-
-    Raises ValueError for a line that does not start with a slice index.
-    """
-    path = Path(directory) / patient / NONDIAGNOSTIC_FILE
-    if not path.is_file():
-        return {}
-    out: dict[int, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        index, _, reason = text.partition(" ")
-        if not index.isdigit():
-            raise ValueError(f"{patient}/{NONDIAGNOSTIC_FILE} line {number}: expected '<slice index> [reason]', got {line!r}")
-        out[int(index)] = reason.strip() or "marked non-diagnostic by the reader"
-    return out

@@ -22,7 +22,7 @@ A T1 slice lacking any of VNE, matched LGE or ROIs is left out with a one-line r
 
 5. LGE image quality, as a reader grades it before quantifying: a slice whose LGE is non-diagnostic
    (the contours' ``lge_nondiagnostic.txt``, or a synthetic exam's recorded artefacts in
-   :data:`NONDIAGNOSTIC_LGE_ARTEFACTS`) is evaluated but marked; :meth:`Evaluation.diagnostic` keeps
+   :mod:`vne_inline.io.lge_grading`) is evaluated but marked; :meth:`Evaluation.diagnostic` keeps
    it out of the primary analysis, and the report gives the analysis with it as well.
 """
 
@@ -42,6 +42,7 @@ from vne_inline.core.match import NoMatch, match_onto, resample_onto
 from vne_inline.core.pipeline import CoreConfig, InlineCore
 from vne_inline.core.roles import Role, classify
 from vne_inline.core.slices import LgeSlice, T1Slice, lge_slices, same_plane, t1_slices
+from vne_inline.io.lge_grading import read_nondiagnostic, recorded_nondiagnostic
 from vne_inline.io.records import ImageRecord
 from vne_inline.quantify import (
     BORDER_MARGIN_MM,
@@ -55,27 +56,16 @@ from vne_inline.quantify import (
     patient_burden,
 )
 from vne_inline.synth.truth import SliceMasks, read_lge_truth, read_truth
-from vne_inline.validate.contours import SliceRois, read_contours, read_nondiagnostic
+from vne_inline.validate.contours import SliceRois, read_contours
 from vne_inline.validate.quality import cnr, fidelity
 
 __all__ = [
-    "NONDIAGNOSTIC_LGE_ARTEFACTS", "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
+    "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
     "evaluate_exams", "evaluate_patient", "patient_dirs",
 ]
 
 #: Threshold names (FWHM, FWQM, FWEM), shared by every reading.
 THRESHOLDS: tuple[str, ...] = tuple(LGE_FRACTIONS)
-
-
-#: Artefacts a synthetic exam records (``truth.h5`` attribute "artefacts") that make its LGE
-#: non-diagnostic -> the reason reported. Respiratory ghosts replicate fat, chest wall and blood along
-#: the phase-encoding direction across the myocardium, where they read as enhancement; readers repeat
-#: or reject such an LGE. Measured on the 330 training exams (seed 1000), LGE FWHM burden minus that of
-#: the exam's artefact-free LGE: with ghosts median +10.1 points (+1.6 to +20.9; 19 exams whose
-#: artefact-free LGE reads 0 % read up to 20.9 %); without artefacts median 0.0, 95 % within 1.1 points.
-#: A wrong inversion time is not listed: the phase-sensitive reconstruction keeps the sign (median 0.0,
-#: 95 % within 5.2 points; lesion-free exams at most 1.1 %).
-NONDIAGNOSTIC_LGE_ARTEFACTS: dict[str, str] = {"lge_ghosts": "respiratory ghosts (synthetic exam's artefact record)"}
 
 
 @dataclass(frozen=True)
@@ -245,12 +235,6 @@ def _rois_or_reason(myo: np.ndarray, remote: np.ndarray, blood: np.ndarray) -> S
         return f"truth ROIs unusable: {exc}"
 
 
-def _recorded_nondiagnostic(attrs: Mapping) -> str | None:
-    """Why a synthetic exam's LGE is non-diagnostic, from its recorded artefacts (None: diagnostic)."""
-    found = [reason for name, reason in NONDIAGNOSTIC_LGE_ARTEFACTS.items() if attrs.get("artefacts", {}).get(name)]
-    return "; ".join(found) or None
-
-
 def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth, str | None]], list[SliceMasks]]:
     """By T1 slice index: ROIs (or why a slice has none usable), truth and why the LGE is non-diagnostic
     (None: diagnostic); and the LGE slices' truth masks; from ``truth.h5``."""
@@ -258,7 +242,7 @@ def _truth(directory: Path) -> tuple[dict[int, tuple[SliceRois | str, Truth, str
     if not path.exists():
         return {}, []
     t1 = {t.slice: (_rois_or_reason(t.myocardium, t.remote, t.blood), Truth(t.lesion, t.lge_true.astype(np.float32)),
-                    _recorded_nondiagnostic(t.attrs))
+                    recorded_nondiagnostic(t.attrs))
           for t in read_truth(path)}
     return t1, read_lge_truth(path)
 
