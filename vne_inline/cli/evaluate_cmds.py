@@ -50,6 +50,5 @@ def evaluate_command(
         typer.echo("error: no patient has a diagnostic LGE slice", err=True)
         raise typer.Exit(1)
     report = write_report(evaluation, out, examples)
-    withheld = sum(len(p.nondiagnostic) for p in evaluation.patients)
     typer.echo(f"{len(evaluation.patients)} patients evaluated, {len(primary.patients)} in the primary analysis "
-               f"({withheld} slice(s) with non-diagnostic LGE left out); report: {report}")
+               f"({evaluation.n_nondiagnostic} slice(s) with non-diagnostic LGE left out); report: {report}")

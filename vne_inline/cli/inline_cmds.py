@@ -130,8 +130,8 @@ def _burden_table(exams: Path, backend) -> Table:
         return table
     (patient,) = patients
     if patient.nondiagnostic:
-        reasons = "; ".join(sorted({s.lge_nondiagnostic for s in patient.nondiagnostic}))
-        table.caption = f"LGE graded non-diagnostic on {len(patient.nondiagnostic)} slice(s) ({reasons}): not a reference"
+        table.caption = (f"LGE graded non-diagnostic on {len(patient.nondiagnostic)} slice(s) "
+                         f"({patient.nondiagnostic_reasons}): not a reference")
     for name in LGE_FRACTIONS:
         table.add_row(f"{name} ({LGE_FRACTIONS[name]:g} / adj. {VNE_ADJUSTED_FRACTIONS[name]:g})",
                       *(f"{patient.burden(r, name):.1f}" for r in ("LGE", "VNE", "VNE adjusted")))

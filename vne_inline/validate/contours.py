@@ -116,4 +116,3 @@ def read_contours(directory: str | Path, patient: str, image: str = "t1") -> dic
         _complete(set(rois), names, f"{patient}: slice {k} NIfTI ROIs", optional=False)
         out[k] = SliceRois(*(rois[name] for name in names))
     return out
-

@@ -177,6 +177,11 @@ class PatientResult:
         """The slices whose LGE is graded non-diagnostic."""
         return [s for s in self.slices if s.lge_nondiagnostic is not None]
 
+    @property
+    def nondiagnostic_reasons(self) -> str:
+        """The distinct reasons of the non-diagnostic grades, "; "-joined ("" when there are none)."""
+        return "; ".join(sorted({s.lge_nondiagnostic for s in self.nondiagnostic}))
+
 
 @dataclass
 class Evaluation:
@@ -189,24 +194,27 @@ class Evaluation:
     skipped: list[str] = field(default_factory=list)
     margin_mm: float = BORDER_MARGIN_MM
 
+    @property
+    def n_nondiagnostic(self) -> int:
+        """How many evaluated slices have an LGE graded non-diagnostic."""
+        return sum(len(p.nondiagnostic) for p in self.patients)
+
     def diagnostic(self) -> Evaluation:
         """The primary analysis set: only slices whose LGE is diagnostic. The others are listed as left
         out of their patient; a patient left with no slice is listed in `skipped`."""
         patients, skipped = [], list(self.skipped)
         for p in self.patients:
             bad = p.nondiagnostic
+            kept = [s for s in p.slices if s.lge_nondiagnostic is None]
             if not bad:
                 patients.append(p)
-                continue
-            kept = [s for s in p.slices if s.lge_nondiagnostic is None]
-            reasons = sorted({s.lge_nondiagnostic for s in bad})
-            if kept:
+            elif kept:
                 notes = [f"T1 slice {s.slice}: left out of the primary analysis (LGE non-diagnostic: "
                          f"{s.lge_nondiagnostic})" for s in bad]
                 patients.append(replace(p, slices=kept, skipped=p.skipped + notes))
             else:
                 skipped.append(f"{p.name}: left out of the primary analysis (LGE non-diagnostic on every slice: "
-                               f"{'; '.join(reasons)})")
+                               f"{p.nondiagnostic_reasons})")
         return replace(self, patients=patients, skipped=skipped)
 
 

@@ -100,7 +100,7 @@ def _header(evaluation: Evaluation, everything: Evaluation, tables: tuple[str, s
     """The report's opening: model, data and methods of the primary analysis `evaluation`, a subset
     of `everything` (every evaluated slice, non-diagnostic LGE included)."""
     n_slices = sum(len(p.slices) for p in evaluation.patients)
-    withheld = sum(len(p.nondiagnostic) for p in everything.patients)
+    withheld = everything.n_nondiagnostic
     lines = [
         "# VNE validation report", "",
         f"- **Model**: {evaluation.model}.",
@@ -143,6 +143,12 @@ def _agreement_section(summary: Summary, agreement_pngs: dict[str, str]) -> list
     return lines + [f"![{name} vs LGE]({png})\n" for name, png in agreement_pngs.items()]
 
 
+def _false_positive_table(summary: Summary) -> list[str]:
+    return ["| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"] + [
+        f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | {', '.join(fp.patients) or '-'} |"
+        for fp in summary.false_positives]
+
+
 def _lesion_sections(summary: Summary) -> list[str]:
     """False-positive patients and lesion Dice, against the truth or against LGE."""
     truth = summary.reference == "truth"
@@ -150,10 +156,8 @@ def _lesion_sections(summary: Summary) -> list[str]:
                  f"LGE (LGE burden <= {NEGATIVE_LGE_PERCENT} % at the same threshold = negative)")
     lines = ["## False-positive patients", "",
              f"Reference: {reference}. A negative patient is a false positive when its burden is > "
-             f"{FALSE_POSITIVE_PERCENT} %.", "",
-             "| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"]
-    lines += [f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | {', '.join(fp.patients) or '-'} |"
-              for fp in summary.false_positives]
+             f"{FALSE_POSITIVE_PERCENT} %.", ""]
+    lines += _false_positive_table(summary)
     target = "the true lesion (any grade)" if truth else "the LGE lesion at the same threshold"
     lines += ["", "## Lesion Dice", "",
               f"Lesion masks over all slices of a patient against {target}, in reference-positive patients.", "",
@@ -170,9 +174,7 @@ def _sensitivity_section(everything: Evaluation) -> list[str]:
              + "; ".join(f"{p.name} ({len(p.nondiagnostic)} of {len(p.slices)} slices)"
                          for p in everything.patients if p.nondiagnostic) + ".", ""]
     lines += _agreement_table([a for a in summary.agreements if a.level == "patient"]) + [""]
-    lines += ["| reading | threshold | negative patients | false positives | patients |", "|---|---|---|---|---|"]
-    return lines + [f"| {fp.reading} | {fp.threshold} | {fp.negatives} | {len(fp.patients)} | "
-                    f"{', '.join(fp.patients) or '-'} |" for fp in summary.false_positives] + [""]
+    return lines + _false_positive_table(summary) + [""]
 
 
 def _quality_section(summary: Summary) -> list[str]:
@@ -219,7 +221,7 @@ def write_report(evaluation: Evaluation, out: Path, examples: int = 3) -> Path:
         montage_pngs.append(f"montage_{_slug(patient.name)}.png")
         montage(patient, out / montage_pngs[-1])
     report = out / "report.md"
-    sensitivity = _sensitivity_section(everything) if any(p.nondiagnostic for p in everything.patients) else []
+    sensitivity = _sensitivity_section(everything) if everything.n_nondiagnostic else []
     lines = (_header(evaluation, everything, _burden_tables(everything, out))
              + _agreement_section(summary, agreement_pngs) + sensitivity
              + _lesion_sections(summary) + _quality_section(summary) + _examples_section(montage_pngs))
