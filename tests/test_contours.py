@@ -107,4 +107,3 @@ def test_nifti_needs_every_roi_and_no_npz_twin(tmp_path: Path) -> None:
     np.savez(folder / "slice_0.npz", **masks)
     with pytest.raises(ValueError, match="both as npz and as NIfTI"):
         read_contours(tmp_path, "p")
-
