@@ -56,7 +56,8 @@ def _ir_series(tmp_path, uid, tis, order):
 
 
 def test_classic_series_ti_rescale_grouping_and_no_patient_identifiers(tmp_path):
-    _ir_series(tmp_path, generate_uid(), [100, 1100, 180], [1, 0, 2])
+    by_uid = generate_uid()
+    _ir_series(tmp_path, by_uid, [100, 1100, 180], [1, 0, 2])
     t1 = classic_mr(np.full((3, 4), 4800), IPP, (*ROW, *COL), (2.0, 1.5), series_uid=generate_uid(), series_number=6,
                     description="ShMOLLI_SAX_T1MAP", RescaleSlope=0.25, RescaleIntercept=-200)
     t1.ImageType = ["DERIVED", "PRIMARY", "T1 MAP", "NONE"]
@@ -64,8 +65,12 @@ def test_classic_series_ti_rescale_grouping_and_no_patient_identifiers(tmp_path)
     t1.save_as(tmp_path / "sub" / "t1.dcm", enforce_file_format=True)  # folders are read recursively
     (tmp_path / "notes.txt").write_text("not dicom")
     (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
-    whole = (tmp_path / "ir_1.dcm").read_bytes()
+    extra = classic_mr(np.ones((3, 4)), IPP, (*ROW, *COL), (2.0, 1.5), series_uid=by_uid, series_number=5,
+                       InversionTime=260.0)
+    extra.save_as(tmp_path / "truncated.dcm", enforce_file_format=True)
+    whole = (tmp_path / "truncated.dcm").read_bytes()
     (tmp_path / "truncated.dcm").write_bytes(whole[: len(whole) - 10])  # pixel data cut short
+    (tmp_path / "copy.dcm").write_bytes((tmp_path / "ir_1.dcm").read_bytes())  # the same instance twice
     folder = read_dicom_folder(tmp_path)
     by_number = {s.number: s for s in folder.series}
     assert sorted(by_number) == [5, 6]
@@ -89,7 +94,7 @@ def test_cine_phases_from_trigger_time_and_slices_in_acquisition_order(tmp_path)
     uid = generate_uid()
     normal = np.cross(ROW, COL)
     n = 0
-    for s, offset in enumerate((16.0, 0.0, 8.0)):  # acquired apex-first, not position order
+    for offset in (16.0, 0.0, 8.0):  # acquired apex-first, not position order
         for trigger in (400.0, 0.0, 200.0):
             n += 1
             ds = classic_mr(np.full((3, 4), n), np.add(IPP, offset * normal), (*ROW, *COL), (2.0, 1.5),
