@@ -11,8 +11,9 @@ import pytest
 from dicom_builders import FRAME, STUDY, classic_mr, enhanced_mr
 from pydicom.uid import generate_uid
 
-from vne_inline.geometry import plane_from_normal
-from vne_inline.io.dicom import geometry_from_plane, plane_of, read_dicom_folder, ti_from_comment
+from vne_inline.geometry import SliceGeometry, plane_from_normal
+from vne_inline.io.dicom import read_dicom_folder
+from vne_inline.io.dicom_json import ti_from_comment
 from vne_inline.io.dicom_write import SeriesInfo, SourceImage, mr_dataset, write_dataset
 from vne_inline.io.header import parse_header
 
@@ -23,7 +24,7 @@ IPP = (10.0, 20.0, 30.0)
 
 def test_geometry_from_plane_hand_computed_oblique_non_square():
     # rows 3, columns 4; PixelSpacing = (row spacing dy 2.0, column spacing dx 1.5)
-    g = geometry_from_plane(IPP, (*ROW, *COL), (2.0, 1.5), rows=3, columns=4, thickness_mm=8.0)
+    g = SliceGeometry.from_dicom(IPP, (*ROW, *COL), (2.0, 1.5), rows=3, columns=4, thickness_mm=8.0)
     # centre = IPP + (4-1)/2 * 1.5 * row + (3-1)/2 * 2.0 * col
     np.testing.assert_allclose(g.position, [10.0 + 2.25 * S2 - 1.0, 20.0 + 2.25 * S2 + 1.0, 30.0 + 2.0 * S2], atol=1e-9)
     np.testing.assert_allclose(g.fov, [6.0, 6.0, 8.0])
@@ -34,7 +35,7 @@ def test_geometry_from_plane_hand_computed_oblique_non_square():
     np.testing.assert_allclose(centres[0, 3], np.add(IPP, np.multiply(4.5, ROW)), atol=1e-9)  # along the row
     np.testing.assert_allclose(centres[2, 0], np.add(IPP, np.multiply(4.0, COL)), atol=1e-9)  # down the column
     np.testing.assert_allclose(g.normal, np.cross(ROW, COL), atol=1e-12)
-    ipp, iop, spacing = plane_of(g)
+    ipp, iop, spacing = g.to_dicom()
     np.testing.assert_allclose(ipp, IPP, atol=1e-9)
     np.testing.assert_allclose(iop, (*ROW, *COL), atol=1e-12)
     assert spacing == pytest.approx([2.0, 1.5])

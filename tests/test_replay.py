@@ -57,7 +57,7 @@ def toy_model(tmp_path_factory):
 
 def test_replay_files_in_order_and_write_series_groups(tmp_path, exam_files):
     results = replay_files(make_core(tmp_path), exam_files)
-    assert [r.source.name for r in results] == ["cine.h5", "t1map.h5"]
+    assert [r.name for r in results] == ["cine.h5", "t1map.h5"]
     assert results[0].reports == [] and [r.made for r in results[1].reports] == [True, True]
     counts = write_outputs(tmp_path / "out.h5", results)
     assert counts == {"image_1": 30, "image_2": 10, "image_3": 2, f"image_{VNE_SERIES}": 2}

@@ -24,7 +24,7 @@ def _results_table(results) -> Table:
     for result in results:
         for r in result.reports:
             match = "" if r.cine_cosine is None else f"{r.cine_distance_mm:.1f} mm, cos {r.cine_cosine:.3f}"
-            table.add_row(result.source.name, str(r.slice), "[green]made" if r.made else "[yellow]skipped",
+            table.add_row(result.name, str(r.slice), "[green]made" if r.made else "[yellow]skipped",
                           r.reason, match, "" if r.time_ms is None else f"{r.time_ms:.0f}")
     return table
 

@@ -36,6 +36,7 @@ from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
 from vne_inline.core.roles import Role, RoleRules, classify
 from vne_inline.core.slices import CineSlice, T1Slice, cine_slices, same_plane, t1_slices
 from vne_inline.core.store import SliceStore, StudyStore, default_store_dir
+from vne_inline.io.dicom_json import conformed
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
 
@@ -256,6 +257,7 @@ class Session:
 
     # ------------------------------------------------------------------ routing
     def _route(self, record: ImageRecord) -> list[ImageRecord]:
+        record = conformed(record)  # DICOM geometry and TI of images converted from DICOM (DicomJson)
         role = classify(record, self._config.rules, self.n_phases)
         if role is Role.CINE:
             key = (record.series_index, record.slice)

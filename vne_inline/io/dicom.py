@@ -5,8 +5,8 @@ Geometry (design §3): ImagePositionPatient is the centre of the first (top-left
 ImageOrientationPatient holds the row direction (towards increasing column index: ISMRMRD
 ``read_dir``, x) then the column direction (``phase_dir``, y), PixelSpacing is (row spacing dy,
 column spacing dx). So the ISMRMRD image centre is ``IPP + (nx-1)/2 dx read + (ny-1)/2 dy phase`` and
-the field of view is ``(nx dx, ny dy, SliceThickness)``; :func:`geometry_from_plane` and
-:func:`plane_of` convert both ways.
+the field of view is ``(nx dx, ny dy, SliceThickness)``; :meth:`SliceGeometry.from_dicom` and
+:meth:`SliceGeometry.to_dicom` convert both ways.
 
 Per image: RescaleSlope/Intercept applied (a non-identity rescale gives float32 data, so uint16
 T1 maps come out in ms); the inversion time from the vendors' ImageComments (``TI 100``,
@@ -24,9 +24,8 @@ No patient name or ID goes into a record or header; each series keeps its first 
 from __future__ import annotations
 
 import logging
-import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +37,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from vne_inline.geometry import SliceGeometry
+from vne_inline.io.dicom_json import ti_from_comment
 from vne_inline.io.records import ImageRecord
 
 __all__ = [
     "MR_IMAGE_STORAGE", "ENHANCED_MR_IMAGE_STORAGE", "IMAGE_SOP_CLASSES", "DicomSeries", "DicomFolder",
-    "geometry_from_plane", "plane_of", "ti_from_comment", "read_dicom_folder", "series_from_datasets",
+    "read_dicom_folder", "series_from_datasets",
     "is_dicom_folder", "dicom_files",
 ]
 
@@ -52,8 +52,6 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 IMAGE_SOP_CLASSES = (MR_IMAGE_STORAGE, ENHANCED_MR_IMAGE_STORAGE)
 
-#: "TI 100", "TI=100ms", "TIeff 100 ms", "TI_eff: 100.5" in ImageComments (Siemens MOLLI / ShMOLLI).
-_TI_COMMENT = re.compile(r"\bTI\s*(?:_?eff)?\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(?:ms)?\b", re.IGNORECASE)
 #: ImageType value 3 (or enhanced FrameType value 3 / PixelPresentation) -> ISMRMRD image type.
 _IMAGE_TYPES = {"M": ismrmrd.IMTYPE_MAGNITUDE, "MAGNITUDE": ismrmrd.IMTYPE_MAGNITUDE,
                 "P": ismrmrd.IMTYPE_PHASE, "PHASE": ismrmrd.IMTYPE_PHASE,
@@ -63,38 +61,7 @@ _IMAGE_TYPES = {"M": ismrmrd.IMTYPE_MAGNITUDE, "MAGNITUDE": ismrmrd.IMTYPE_MAGNI
 _PLANE_MM, _PLANE_COS = 0.1, 1e-3
 
 
-# ---------------------------------------------------------------------------- geometry
-def geometry_from_plane(
-    position: Sequence[float], orientation: Sequence[float], spacing: Sequence[float],
-    rows: int, columns: int, thickness_mm: float,
-) -> SliceGeometry:
-    """SliceGeometry from DICOM's ImagePositionPatient (first pixel's centre, mm),
-    ImageOrientationPatient (row direction, then column direction), PixelSpacing (dy, dx in mm)."""
-    ipp = np.asarray(position, dtype=np.float64).reshape(3)
-    iop = np.asarray(orientation, dtype=np.float64).reshape(6)
-    read, phase = iop[:3], iop[3:]
-    dy, dx = (float(s) for s in spacing)
-    if not (dx > 0 and dy > 0):
-        raise ValueError(f"PixelSpacing {list(spacing)} must be positive")
-    centre = ipp + 0.5 * (columns - 1) * dx * read + 0.5 * (rows - 1) * dy * phase
-    return SliceGeometry(position=centre, read_dir=read, phase_dir=phase, slice_dir=np.cross(read, phase),
-                         fov=(columns * dx, rows * dy, thickness_mm), matrix=(columns, rows))
-
-
-def plane_of(g: SliceGeometry) -> tuple[list[float], list[float], list[float]]:
-    """(ImagePositionPatient, ImageOrientationPatient, PixelSpacing) of a geometry."""
-    dx, dy = g.pixel_spacing
-    ipp = g.position - 0.5 * (g.nx - 1) * dx * g.read_dir - 0.5 * (g.ny - 1) * dy * g.phase_dir
-    return ipp.tolist(), [*g.read_dir.tolist(), *g.phase_dir.tolist()], [dy, dx]
-
-
 # ---------------------------------------------------------------------------- small readers
-def ti_from_comment(comment: str | None) -> float | None:
-    """The inversion time (ms) written in an ImageComments text, if any."""
-    m = _TI_COMMENT.search(comment or "")
-    return float(m.group(1)) if m else None
-
-
 def _float(value) -> float | None:
     try:
         v = float(value)
@@ -150,7 +117,7 @@ def _classic_frames(ds: Dataset, pixels: np.ndarray, order: int) -> list[_Frame]
         if name not in ds:
             raise ValueError(f"no {name}")
     thickness = _float(ds.get("SliceThickness")) or _float(ds.get("SpacingBetweenSlices")) or 0.0
-    g = geometry_from_plane(ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing,
+    g = SliceGeometry.from_dicom(ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing,
                             int(ds.Rows), int(ds.Columns), thickness)
     comment = str(ds.get("ImageComments", "")) or None
     ti = ti_from_comment(comment)
@@ -177,7 +144,7 @@ def _enhanced_frames(ds: Dataset, pixels: np.ndarray, order: int) -> list[_Frame
         if position is None or orientation is None or measures is None or "PixelSpacing" not in measures:
             raise ValueError(f"frame {k + 1}: no plane position, orientation or pixel measures")
         thickness = _float(measures.get("SliceThickness")) or 0.0
-        g = geometry_from_plane(position.ImagePositionPatient, orientation.ImageOrientationPatient,
+        g = SliceGeometry.from_dicom(position.ImagePositionPatient, orientation.ImageOrientationPatient,
                                 measures.PixelSpacing, int(ds.Rows), int(ds.Columns), thickness)
         modifier, cardiac, transform, frame_type, content = (_item(ds, fg, s) for s in (
             "MRModifierSequence", "CardiacSynchronizationSequence", "PixelValueTransformationSequence",

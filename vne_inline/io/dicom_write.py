@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from vne_inline import __version__
 from vne_inline.geometry import SliceGeometry
-from vne_inline.io.dicom import MR_IMAGE_STORAGE, plane_of
+from vne_inline.io.dicom import MR_IMAGE_STORAGE
 from vne_inline.io.records import ImageRecord
 
 __all__ = ["SeriesInfo", "SourceImage", "mr_dataset", "vne_dataset", "write_dataset", "encode_uint16",
@@ -157,7 +157,7 @@ def mr_dataset(
             setattr(ds, keyword, _MR_DEFAULTS[keyword])
     ds.InstanceNumber = int(instance_number)
     ds.ImageType = list(image_type)
-    ipp, iop, spacing = plane_of(geometry)
+    ipp, iop, spacing = geometry.to_dicom()
     ds.ImagePositionPatient = [_ds_number(v) for v in ipp]
     ds.ImageOrientationPatient = [_ds_number(v) for v in iop]
     ds.PixelSpacing = [_ds_number(v) for v in spacing]
