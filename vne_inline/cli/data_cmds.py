@@ -19,8 +19,11 @@ def synth(
     field: Annotated[float, typer.Option("--field", help="Field strength in tesla: 1.5 or 3.")] = 1.5,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
     start: Annotated[int, typer.Option("--start", min=0, help="Index of the first patient.")] = 0,
+    format: Annotated[str, typer.Option("--format", help="ismrmrd (cine.h5, t1map.h5, lge.h5), dicom "
+                                        "(OUT/patient_NNN/dicom/, Siemens-like, every fourth patient GE-like) "
+                                        "or both.")] = "ismrmrd",
 ) -> None:
-    """Generate synthetic HCM exams with ground truth (cine.h5, t1map.h5, lge.h5, truth.h5 per patient).
+    """Generate synthetic HCM exams with ground truth (cine.h5, t1map.h5, lge.h5 and/or dicom/, truth.h5 per patient).
 
     Physics-based: one analytic 3-D heart per patient sampled on each scan's own slice planes, with
     partial volume, coil shading, noise, patient movement and a minority of artefacts. Synthetic
@@ -40,13 +43,16 @@ def synth(
 
     if field not in (1.5, 3.0):
         raise typer.BadParameter("field must be 1.5 or 3", param_hint="--field")
+    formats = {"ismrmrd": ("ismrmrd",), "dicom": ("dicom",), "both": ("ismrmrd", "dicom")}.get(format)
+    if formats is None:
+        raise typer.BadParameter("choose ismrmrd, dicom or both", param_hint="--format")
     console = Console()
     begin = time.perf_counter()
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     burdens = []
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("", total=patients)
-        for s in generate_exams(out, patients, seed, field, workers, start):
+        for s in generate_exams(out, patients, seed, field, workers, start, formats):
             burdens.append(s.lesion_burden)
             flags = [k for k, v in s.artefacts.items() if v]
             progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"

@@ -65,9 +65,12 @@ VerboseOption = Annotated[bool, typer.Option(help="Show the core's log lines.")]
 
 @app.command()
 def replay(
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
-                                                help="ISMRMRD files, one per connection, replayed in this order.")],
+    files: Annotated[list[Path], typer.Argument(exists=True, help="ISMRMRD files (one connection each), exam "
+                                                "directories or DICOM folders (one connection per series), "
+                                                "replayed in this order.")],
     out: Annotated[Path, typer.Option(help="Output ISMRMRD file: every output image, groups image_<series>.")],
+    dicom_out: Annotated[Path | None, typer.Option(help="Also write each VNE as a DICOM MR image into this "
+                                                   "folder (one new series per T1 series).")] = None,
     model: ModelOption = None,
     backend: BackendOption = "auto",
     threads: ThreadsOption = None,
@@ -76,8 +79,8 @@ def replay(
     vne_series: SeriesOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Replay ISMRMRD files through the inline core, as the scanner would stream them, and show per T1
-    slice whether a VNE was made and why not."""
+    """Replay ISMRMRD files or DICOM folders through the inline core, as the scanner would stream them,
+    and show per T1 slice whether a VNE was made and why not."""
     _quiet_core_logs(verbose)
     try:
         results = run_replay(files, out, _properties(model, backend, threads, vne_series), store)
@@ -87,6 +90,34 @@ def replay(
     console.print(_results_table(results))
     made = sum(r.made for result in results for r in result.reports)
     console.print(f"{sum(len(r.outputs) for r in results)} images ({made} VNE) written to {out}")
+    if dicom_out is not None:
+        written, failures = write_dicom_vne(results, dicom_out)
+        for line in failures:
+            console.print(f"[yellow]not written as DICOM: {line}", highlight=False)
+        console.print(f"{written} VNE DICOM files written to {dicom_out}")
+        if failures or not written:
+            raise typer.Exit(1)
+
+
+def write_dicom_vne(results, directory: Path) -> tuple[int, list[str]]:
+    """Write every VNE of the replay `results` as DICOM into `directory`: (files written, one line per failure)."""
+    from vne_inline.adapters.dicom_output import DicomOutput
+
+    output = DicomOutput()
+    for result in results:
+        if result.scan is not None:
+            output.add(result.scan.records, result.header_xml, result.scan.series)
+    written, failures = 0, []
+    for result in results:
+        for record in result.outputs:
+            if record.meta_str("GADGETRON_DataRole") != "VNE":
+                continue
+            try:
+                output.write(record, directory)
+                written += 1
+            except (ValueError, OSError) as exc:
+                failures.append(str(exc))
+    return written, failures
 
 
 # ---------------------------------------------------------------------------- demo

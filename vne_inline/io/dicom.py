@@ -23,7 +23,6 @@ No patient name or ID goes into a record or header; each series keeps its first 
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ __all__ = [
     "is_dicom_folder", "dicom_files",
 ]
 
-log = logging.getLogger("vne_inline.io.dicom")
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"

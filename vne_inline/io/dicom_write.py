@@ -41,7 +41,8 @@ _MR_KEYWORDS = ("ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisi
                 "PatientPosition", "BodyPartExamined")
 #: Type 1 / type 2 defaults of the MR Image and General Series modules.
 _MR_DEFAULTS = {"ScanningSequence": "GR", "SequenceVariant": "NONE", "ScanOptions": "", "MRAcquisitionType": "2D",
-                "RepetitionTime": None, "EchoTime": None, "EchoTrainLength": None, "PatientPosition": "HFS"}
+                "RepetitionTime": None, "EchoTime": None, "EchoTrainLength": None, "PatientPosition": "HFS",
+                "BodyPartExamined": "HEART"}  # the heart is not a paired structure: no Laterality
 _SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")  # DICOM CID 7202
 
 
@@ -92,6 +93,13 @@ def encode_uint16(image: np.ndarray, slope: float | None = None) -> tuple[np.nda
     return stored, float(slope), low
 
 
+def _values(value) -> list[str]:
+    """A multi-valued code string as a list."""
+    if value is None or value == "":
+        return []
+    return [str(v) for v in value] if isinstance(value, pydicom.multival.MultiValue | list | tuple) else [str(value)]
+
+
 def _ds_number(value: float) -> str:
     """A DS value (at most 16 characters)."""
     text = f"{value:.10g}"
@@ -115,6 +123,8 @@ def mr_dataset(
     inversion_time_ms: float | None = None,
     trigger_time_ms: float | None = None,
     extra: dict | None = None,
+    sop_uid: str | None = None,
+    created: _dt.datetime | None = None,
 ) -> FileDataset:
     """An MR Image Storage instance of the 2-D `image` (y, x) on `geometry`.
 
@@ -124,8 +134,8 @@ def mr_dataset(
     image = np.asarray(image)
     if image.shape != geometry.shape:
         raise ValueError(f"image shape {image.shape} does not match geometry {geometry.shape}")
-    now = _dt.datetime.now()
-    sop_uid = generate_uid()
+    now = created or _dt.datetime.now()
+    sop_uid = sop_uid or generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -146,7 +156,6 @@ def mr_dataset(
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.Modality = "MR"
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series.uid, int(series.number), series.description[:64]
-    ds.Laterality = ""  # type 2C: the heart is not a paired structure
     ds.Manufacturer, ds.ManufacturerModelName = series.manufacturer, series.model
     ds.SoftwareVersions = f"vne-inline {__version__}"
     acquisition = acquisition if acquisition is not None else Dataset()
@@ -165,10 +174,12 @@ def mr_dataset(
     ds.SliceLocation = _ds_number(float(geometry.position @ geometry.normal))
     if inversion_time_ms is not None:
         ds.InversionTime = _ds_number(inversion_time_ms)
-    elif "IR" in str(ds.ScanningSequence):
+    elif "IR" in _values(ds.ScanningSequence):
         ds.InversionTime = ""  # type 2C: required (may be empty) for inversion-recovery sequences
     if trigger_time_ms is not None:
         ds.TriggerTime = _ds_number(trigger_time_ms)
+    elif "CG" in _values(ds.get("ScanOptions")):
+        ds.TriggerTime = ""  # type 2C: required (may be empty) for cardiac-gated images
     stored, rescale_slope, rescale_intercept = encode_uint16(image, slope)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = stored.shape
@@ -204,10 +215,13 @@ def vne_dataset(
     vne: ImageRecord, t1_reference: Dataset, series: SeriesInfo, instance_number: int,
     sources: Sequence[SourceImage], comment: str, window: tuple[float, float],
 ) -> FileDataset:
-    """The VNE image `vne` (on the T1 map's grid) as a derived MR image of the T1 map's study."""
+    """The VNE image `vne` (on the T1 map's grid) as a derived MR image of the T1 map's study; stored as
+    unsigned integers in VNE units (blood about 1000, nulled myocardium 0) without a rescale, which
+    MR viewers window reliably."""
     return mr_dataset(
-        vne.pixels.astype(np.float32), vne.geometry, t1_reference, series, instance_number,
-        ["DERIVED", "SECONDARY", "OTHER", "VNE"], t1_reference, window=window, comment=comment, sources=sources,
+        np.clip(vne.pixels.astype(np.float32), 0, None), vne.geometry, t1_reference, series, instance_number,
+        ["DERIVED", "SECONDARY", "OTHER", "VNE"], t1_reference, slope=1.0, window=window, comment=comment,
+        sources=sources,
         derivation="Virtual Native Enhancement: neural network from native cine, T1-mapping IR images and T1 map",
         extra={"BurnedInAnnotation": "NO", "LossyImageCompression": "00"},
     )

@@ -87,8 +87,10 @@ def _slice_truths(ctx: ExamContext, plan: ExamPlan, t1: T1Scan, lge: LgeScan) ->
     return out
 
 
-def generate_patient(out: str | Path, seed: int, index: int, field_t: float = 1.5) -> ExamSummary:
-    """Simulate and write patient `index` of data set `seed` (same arguments -> identical files)."""
+def generate_patient(out: str | Path, seed: int, index: int, field_t: float = 1.5,
+                     formats: tuple[str, ...] = ("ismrmrd",)) -> ExamSummary:
+    """Simulate and write patient `index` of data set `seed` (same arguments -> identical files);
+    `formats`: "ismrmrd" (cine.h5, t1map.h5, lge.h5) and/or "dicom" (``dicom/``, :mod:`synth.dicom_export`)."""
     start = time.perf_counter()
     p = draw_patient(seed, index, field_t)
     anatomy = Anatomy.build(p)
@@ -105,10 +107,26 @@ def generate_patient(out: str | Path, seed: int, index: int, field_t: float = 1.
     write_lge(d / "lge.h5", p, lge)
     lge_truths = [SliceMasks(i, g, **truth_masks(mix, g)) for i, (g, mix) in enumerate(zip(lge.geometries, lge.mixes, strict=True))]
     write_truth(d / "truth.h5", _slice_truths(ctx, plan, t1, lge), _truth_attrs(p, anatomy, lge), lge_truths)
+    _export_formats(d, p, formats)
     return ExamSummary(index, d, p.phenotype, anatomy.lesions.burden, p.quality.flags, time.perf_counter() - start)
 
 
-def generate_exams(out: str | Path, n: int, seed: int, field_t: float = 1.5, workers: int = 2, start: int = 0) -> Iterator[ExamSummary]:
+def _export_formats(d: Path, p, formats: tuple[str, ...]) -> None:
+    """The DICOM export (from the ISMRMRD files) when asked for; the ISMRMRD files kept only when asked for."""
+    unknown = set(formats) - {"ismrmrd", "dicom"}
+    if unknown or not formats:
+        raise ValueError(f"formats must be ismrmrd and/or dicom, got {sorted(formats)}")
+    if "dicom" in formats:
+        from vne_inline.synth.dicom_export import write_dicom_exam
+
+        write_dicom_exam(d, p)
+    if "ismrmrd" not in formats:
+        for name in ("cine.h5", "t1map.h5", "lge.h5"):
+            (d / name).unlink()
+
+
+def generate_exams(out: str | Path, n: int, seed: int, field_t: float = 1.5, workers: int = 2, start: int = 0,
+                   formats: tuple[str, ...] = ("ismrmrd",)) -> Iterator[ExamSummary]:
     """Generate patients start .. start+n-1, yielding each summary as it completes.
 
     Workers are spawned processes with one BLAS thread each (the parallelism is across patients).
@@ -116,11 +134,11 @@ def generate_exams(out: str | Path, n: int, seed: int, field_t: float = 1.5, wor
     indices = range(start, start + n)
     if workers <= 1:
         for i in indices:
-            yield generate_patient(out, seed, i, field_t)
+            yield generate_patient(out, seed, i, field_t, formats)
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # read by the spawned workers' numpy at import
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(generate_patient, out, seed, i, field_t) for i in indices]
+        futures = [pool.submit(generate_patient, out, seed, i, field_t, formats) for i in indices]
         for f in as_completed(futures):
             yield f.result()
