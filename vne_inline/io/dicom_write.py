@@ -37,7 +37,7 @@ PATIENT_STUDY_KEYWORDS = (
 )
 #: Acquisition facts of the MR Image module copied from the source image when it has them.
 _MR_KEYWORDS = ("ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType", "RepetitionTime",
-                "EchoTime", "EchoTrainLength", "MagneticFieldStrength", "ImagingFrequency", "ImagedNucleus",
+                "EchoTime", "EchoTrainLength", "FlipAngle", "MagneticFieldStrength", "ImagingFrequency", "ImagedNucleus",
                 "PatientPosition", "BodyPartExamined")
 #: Type 1 / type 2 defaults of the MR Image and General Series modules.
 _MR_DEFAULTS = {"ScanningSequence": "GR", "SequenceVariant": "NONE", "ScanOptions": "", "MRAcquisitionType": "2D",

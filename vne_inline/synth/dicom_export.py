@@ -83,8 +83,9 @@ def _study(p: PatientParams) -> Dataset:
     return ds
 
 
-def _acquisition(field_t: float, sequence: str, variant: str, tr_ms: float, te_ms: float) -> Dataset:
+def _acquisition(field_t: float, sequence, variant: str, tr_ms: float, te_ms: float, flip_deg: float) -> Dataset:
     ds = Dataset()
+    ds.FlipAngle = flip_deg
     ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = sequence, variant, "CG", "2D"
     ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = tr_ms, te_ms, 1
     ds.MagneticFieldStrength, ds.ImagedNucleus = field_t, "1H"
@@ -126,6 +127,8 @@ class _Writer:
         ds = mr_dataset(record.pixels, record.geometry, self.study, series, number, image_type, acquisition,
                         sop_uid=_uid(series.uid, number), created=self.when, **kw)
         ds.SeriesDate, ds.SeriesTime = self.when.strftime("%Y%m%d"), self.when.strftime("%H%M%S")
+        acquired = self.when + _dt.timedelta(milliseconds=self.p.rr_ms * number)
+        ds.AcquisitionDate, ds.AcquisitionTime = acquired.strftime("%Y%m%d"), acquired.strftime("%H%M%S.%f")
         write_dataset(ds, self.folder / f"{series.number:03d}_{series.description.replace(' ', '_')}",
                       f"IM{number:05d}")
 
@@ -143,7 +146,7 @@ def write_dicom_exam(directory: Path, p: PatientParams, vendor: str | None = Non
     _, cine = _images(Path(directory) / "cine.h5")
     n_phases = max(r.phase for r in cine) + 1
     series = w.series(1, style.cine)
-    acq = _acquisition(p.field_t, "GR", "SS", round(rr / n_phases, 2), 1.4)
+    acq = _acquisition(p.field_t, "GR", "SS", round(rr / n_phases, 2), 1.4, 50.0)
     for n, r in enumerate(cine, start=1):
         w.when = _STUDY_DATE + _dt.timedelta(minutes=5)
         w.write(r, series, n, ("ORIGINAL", "PRIMARY", "M", "NONE"), acq, trigger_time_ms=r.phase * rr / n_phases)
@@ -153,7 +156,7 @@ def write_dicom_exam(directory: Path, p: PatientParams, vendor: str | None = Non
     maps = [r for r in t1map if inversion_time_ms(r) is None]
     ir_series = w.series(2, style.ir.format(scheme=scheme))
     map_series = ir_series if style.map_in_ir_series else w.series(3, style.t1map.format(scheme=scheme))
-    acq = _acquisition(p.field_t, ["GR", "IR"], "SP", 2.6, 1.1)
+    acq = _acquisition(p.field_t, ["GR", "IR"], "SP", 2.6, 1.1, 35.0)
     w.when = _STUDY_DATE + _dt.timedelta(minutes=12)
     for n, r in enumerate(ir, start=1):
         ti = float(inversion_time_ms(r))
@@ -167,7 +170,7 @@ def write_dicom_exam(directory: Path, p: PatientParams, vendor: str | None = Non
     ti_lge = _header_ti(header)
     w.when = _STUDY_DATE + _dt.timedelta(minutes=25)
     series = w.series(4, style.lge)
-    acq = _acquisition(p.field_t, ["GR", "IR"], "SP", 8.0, 3.2)
+    acq = _acquisition(p.field_t, ["GR", "IR"], "SP", 8.0, 3.2, 25.0)
     for n, r in enumerate(lge, start=1):
         w.write(r, series, n, ("ORIGINAL", "PRIMARY", "R", "NONE"), acq, inversion_time_ms=ti_lge)
     return w.folder
