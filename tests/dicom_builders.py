@@ -77,3 +77,44 @@ def enhanced_mr(frames, positions, iop, spacing, *, series_uid, inversion_ms=Non
     ds.PerFrameFunctionalGroupsSequence = per_frame
     _pixels(ds, frames)
     return ds
+
+
+# ---------------------------------------------------------------------------- small exams as DICOM
+def write_exam(folder, cine, t1, style: str = "siemens", ti_tags: bool = True) -> dict[str, str]:
+    """Write the test exam's records (`cine`, `t1`: ImageRecords as in test_pipeline) as DICOM series
+    with the product's writer; `style` "siemens" (IR and map in separate series, TI in ImageComments)
+    or "ge" (one series, TI in InversionTime); `ti_tags` False leaves the TI out. Returns the series UIDs."""
+    from vne_inline.io.dicom_write import SeriesInfo, mr_dataset, write_dataset
+
+    study = Dataset()
+    study.StudyInstanceUID, study.FrameOfReferenceUID = STUDY, FRAME
+    study.PatientName, study.PatientID = "Doe^Jane", "PID-12345"
+    uids = {name: generate_uid() for name in ("cine", "ir", "t1map")}
+    if style == "ge":
+        uids["t1map"] = uids["ir"]
+    names = {"siemens": ("cine_tf2d_SAX", "ShMOLLI_SAX", "ShMOLLI_SAX_T1MAP"),
+             "ge": ("FIESTA CINE SAX", "MOLLI T1 SAX", "MOLLI T1 SAX")}[style]
+    series = {k: SeriesInfo(uids[k], n, names[i]) for i, (k, n) in enumerate((("cine", 1), ("ir", 2), ("t1map", 3)))}
+    if style == "ge":
+        series["t1map"] = series["ir"]
+    n = 0
+    for r in cine:
+        n += 1
+        write_dataset(mr_dataset(r.pixels, r.geometry, study, series["cine"], n, ["ORIGINAL", "PRIMARY", "M"],
+                                 trigger_time_ms=40.0 * r.phase), folder / "cine")
+    for r in t1:
+        n += 1
+        ti = r.meta_float("GADGETRON_TI")
+        if ti is None:
+            write_dataset(mr_dataset(r.pixels, r.geometry, study, series["t1map"], n,
+                                     ["DERIVED", "PRIMARY", "T1 MAP" if style == "siemens" else "T1MAP"], slope=0.5),
+                          folder / "t1")
+            continue
+        kw = {}
+        if ti_tags and style == "siemens":
+            kw["comment"] = f"TIeff {ti:g} ms"
+        elif ti_tags:
+            kw["inversion_time_ms"] = ti
+        write_dataset(mr_dataset(r.pixels, r.geometry, study, series["ir"], n, ["ORIGINAL", "PRIMARY", "M"], **kw),
+                      folder / "ir")
+    return uids

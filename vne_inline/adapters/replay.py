@@ -55,8 +55,25 @@ def replay_files(core: InlineCore, paths: Sequence[str | Path]) -> list[Connecti
     return replay_scans(core, scans_of(paths, core.config.rules))
 
 
+def _series_groups():
+    """Group names ``image_<series>``; a series mixing shapes or data types (a DICOM series holding
+    uint16 IR images and a float T1 map) continues in ``image_<series>_<n>``."""
+    layouts: dict[str, list[tuple]] = {}
+
+    def group_of(record: ImageRecord) -> str:
+        base = f"image_{record.series_index}"
+        known = layouts.setdefault(base, [])
+        key = (record.data.shape, record.data.dtype)
+        if key not in known:
+            known.append(key)
+        n = known.index(key)
+        return base if n == 0 else f"{base}_{n}"
+
+    return group_of
+
+
 def write_outputs(path: str | Path, results: Sequence[ConnectionResult]) -> dict[str, int]:
     """Write every output image into `path` (groups ``image_<series>``, the first file's header);
     returns the image count per group."""
     header = next((r.header_xml for r in results if r.header_xml), None)
-    return write_file(path, header, [image for r in results for image in r.outputs])
+    return write_file(path, header, [image for r in results for image in r.outputs], _series_groups())

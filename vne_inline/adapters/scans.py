@@ -75,10 +75,12 @@ def dicom_scans(folder: DicomFolder, rules: RoleRules = RoleRules()) -> list[Sca
         maps = [r for r, role in zip(s.records, roles[s.uid], strict=True) if role is Role.T1MAP]
         if not maps:
             continue
-        mine = [(src, r) for src, r in ir if id(r) not in used and any(same_plane(m.geometry, r.geometry) for m in maps)]
+        mine = [(src, r) for src, r in ir if src is not s and id(r) not in used
+                and any(same_plane(m.geometry, r.geometry) for m in maps)]
         if any(_is_moco(src) for src, _ in mine):
             mine = [(src, r) for src, r in mine if _is_moco(src)]
         used.update(id(r) for _, r in mine)
+        used.update(id(r) for r in s.records)
         sources = list({id(src): src for src, _ in mine}.values())
         scans.append(Scan(" + ".join(x.name for x in [*sources, s]), s.header_xml,
                           [r for _, r in mine] + s.records, [*sources, s]))

@@ -61,7 +61,7 @@ DEFAULT_PATTERNS: tuple[tuple[str, Role], ...] = (
     # Vendor product names (the vendors' sequence names as their protocol documentation gives them):
     # GE "MDE" (myocardial delayed enhancement) LGE; Philips "(s)BTFE" balanced turbo field echo cine.
     (r"\bmde\b", Role.LGE),
-    (r"\bs?btfe\b", Role.CINE),
+    (r"b-?tfe", Role.CINE),
 )
 
 #: DICOM ImageType values (value 3 of MR ImageType, CT/MR defined terms; Siemens puts "T1 MAP" there and
