@@ -80,14 +80,14 @@ def enhanced_mr(frames, positions, iop, spacing, *, series_uid, inversion_ms=Non
 
 
 # ---------------------------------------------------------------------------- small exams as DICOM
-def write_exam(folder, cine, t1, style: str = "siemens", ti_tags: bool = True) -> dict[str, str]:
+def write_exam(folder, cine, t1, style: str = "siemens", ti_tags: bool = True, study_uid: str = STUDY) -> dict[str, str]:
     """Write the test exam's records (`cine`, `t1`: ImageRecords as in test_pipeline) as DICOM series
     with the product's writer; `style` "siemens" (IR and map in separate series, TI in ImageComments)
     or "ge" (one series, TI in InversionTime); `ti_tags` False leaves the TI out. Returns the series UIDs."""
     from vne_inline.io.dicom_write import SeriesInfo, mr_dataset, write_dataset
 
     study = Dataset()
-    study.StudyInstanceUID, study.FrameOfReferenceUID = STUDY, FRAME
+    study.StudyInstanceUID, study.FrameOfReferenceUID = study_uid, FRAME
     study.PatientName, study.PatientID = "Doe^Jane", "PID-12345"
     uids = {name: generate_uid() for name in ("cine", "ir", "t1map")}
     if style == "ge":
