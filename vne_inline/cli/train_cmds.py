@@ -168,3 +168,29 @@ def train_recipe_command(
         typer.echo(f"train-recipe: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"model written to {model_dir}")
+
+
+@app.command("model-domain")
+def model_domain_command(
+    exams: Annotated[Path, typer.Option("--exams", help="the model's training exams (patient folders)", exists=True, file_okay=False)],
+    weights: Annotated[Path, typer.Option("--weights", help="generator weights (.safetensors)", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="weights written with the domain (.safetensors; an .onnx beside it)")],
+) -> None:
+    """Measure the training domain on the model's training exams and store it with the weights (the
+    input-domain check of every VNE compares each slice with it)."""
+    from vne_inline.infer.export import export_onnx
+    from vne_inline.model.generator import load_weights, save_weights
+    from vne_inline.train.domain import describe_domain, with_domain
+    from vne_inline.validate.evaluate import patient_dirs
+
+    try:
+        domain = describe_domain(patient_dirs(exams))
+    except ValueError as exc:
+        typer.echo(f"model-domain: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    generator = load_weights(weights)
+    generator.config = with_domain(generator.config, domain)
+    save_weights(generator, out, fp16=True)
+    onnx = export_onnx(load_weights(out), out.with_suffix(".onnx"))
+    fields = ", ".join(f"{f:g} T" for f in domain.fields_t)
+    typer.echo(f"domain ({fields}; IR images {', '.join(map(str, domain.n_ir_images))}) stored in {out} and {onnx}")

@@ -12,8 +12,9 @@ stopped; every file is written under a temporary name and renamed when complete)
 5. ``selection.json``: every ``select_every``-th epoch from ``select_from`` on (and the last), evaluated on
    the selection exams (`validate.evaluate`, per patient, primary analysis); the rule, fixed in
    :func:`choose`: no FWHM false-positive patient, then the highest FWHM ICC(2,1), then the later epoch.
-6. ``model/``: the chosen weights as fp16 safetensors and fp32 ONNX, and ``model/metrics.md``, the
-   selection table of the model card.
+6. ``model/``: the chosen weights as fp16 safetensors and fp32 ONNX, carrying the training domain
+   measured on the training exams (`train.domain`, checked per VNE by `core.domain`), and
+   ``model/metrics.md``, the selection table of the model card.
 """
 
 from __future__ import annotations
@@ -237,13 +238,18 @@ def metrics_table(scores: list[EpochScore], best: EpochScore) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _export(run: Path, best: EpochScore, model_dir: Path, scores: list[EpochScore], recipe: Recipe, log: Log) -> None:
+def _export(run: Path, exams: Path, best: EpochScore, model_dir: Path, scores: list[EpochScore], recipe: Recipe,
+            log: Log) -> None:
     from vne_inline.infer.export import export_onnx
     from vne_inline.model.generator import load_weights, save_weights
+    from vne_inline.train.domain import describe_domain, with_domain
     from vne_inline.train.loop import epoch_weights_name
+    from vne_inline.validate.evaluate import patient_dirs
 
     model_dir.mkdir(parents=True, exist_ok=True)
     generator = load_weights(run / epoch_weights_name(best.epoch))
+    domain = describe_domain(patient_dirs(exams))
+    generator.config = with_domain(generator.config, domain)
     save_weights(generator, model_dir / "default.safetensors", fp16=True)
     export_onnx(load_weights(model_dir / "default.safetensors"), model_dir / "default.onnx")
     text = (f"Selection set: {recipe.selection_patients} synthetic patients (seed {recipe.selection_seed}, mixed domains), "
@@ -275,6 +281,6 @@ def run_recipe(out: Path, recipe: Recipe = Recipe(), threads: int = 2, workers: 
     best = _select(recipe, out / "exams" / "selection", out / "run", out / "selection.json", threads, log)
     scores = [EpochScore.from_dict(s) for s in json.loads((out / "selection.json").read_text())]
     scores = [s for s in scores if s.epoch in recipe.selected_epochs()]
-    _export(out / "run", best, out / "model", scores, recipe, log)
+    _export(out / "run", out / "exams" / "train", best, out / "model", scores, recipe, log)
     log(f"recipe finished in this call after {(time.perf_counter() - started) / 60:.0f} min")
     return out / "model"
