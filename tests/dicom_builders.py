@@ -80,10 +80,12 @@ def enhanced_mr(frames, positions, iop, spacing, *, series_uid, inversion_ms=Non
 
 
 # ---------------------------------------------------------------------------- small exams as DICOM
-def write_exam(folder, cine, t1, style: str = "siemens", ti_tags: bool = True, study_uid: str = STUDY) -> dict[str, str]:
+def write_exam(folder, cine, t1, style: str = "siemens", ti_tags: bool = True, study_uid: str = STUDY,
+               display_maps: bool = False) -> dict[str, str]:
     """Write the test exam's records (`cine`, `t1`: ImageRecords as in test_pipeline) as DICOM series
     with the product's writer; `style` "siemens" (IR and map in separate series, TI in ImageComments)
-    or "ge" (one series, TI in InversionTime); `ti_tags` False leaves the TI out. Returns the series UIDs."""
+    or "ge" (one series, TI in InversionTime); `ti_tags` False leaves the TI out; `display_maps` adds a
+    second (display) map on each map's plane to the map series. Returns the series UIDs."""
     from vne_inline.io.dicom_write import SeriesInfo, mr_dataset, write_dataset
 
     study = Dataset()
@@ -106,9 +108,12 @@ def write_exam(folder, cine, t1, style: str = "siemens", ti_tags: bool = True, s
         n += 1
         ti = r.meta_float("GADGETRON_TI")
         if ti is None:
-            write_dataset(mr_dataset(r.pixels, r.geometry, study, series["t1map"], n,
-                                     ["DERIVED", "PRIMARY", "T1 MAP" if style == "siemens" else "T1MAP"], slope=0.5),
-                          folder / "t1")
+            kind = ["DERIVED", "PRIMARY", "T1 MAP" if style == "siemens" else "T1MAP"]
+            write_dataset(mr_dataset(r.pixels, r.geometry, study, series["t1map"], n, kind, slope=0.5), folder / "t1")
+            if display_maps:
+                n += 1
+                write_dataset(mr_dataset(np.clip(r.pixels, 0, 2000), r.geometry, study, series["t1map"], n, kind),
+                              folder / "t1")
             continue
         kw = {}
         if ti_tags and style == "siemens":

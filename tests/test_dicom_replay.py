@@ -122,6 +122,16 @@ def test_ir_images_without_ti_get_one_report_line_no_traceback(tmp_path):
     assert len(lines) == 2 and all("no VNE" in x and "5 more without an inversion time" in x for x in lines)
 
 
+def test_a_second_display_map_on_the_same_plane_is_reported_not_used(tmp_path):
+    write_exam(tmp_path / "exam", cine_records(), t1_records(), "siemens", display_maps=True)
+    results = _replay(tmp_path, tmp_path / "exam")
+    lines = [r.line() for res in results for r in res.reports]
+    assert len(_made(results)) == 2
+    assert sorted(x for x in lines if "display map" in x) == [
+        "T1 slice 0: no VNE: second T1 map on the plane of T1 slice 0 (a display map): not used",
+        "T1 slice 1: no VNE: second T1 map on the plane of T1 slice 1 (a display map): not used"]
+
+
 def test_vendor_conventions_in_the_default_role_rules():
     folder_records = {name: ImageRecord(np.zeros((1, 1, 2, 2), np.uint16), ismrmrd.ImageHeader(), meta)
                       for name, meta in {

@@ -150,6 +150,7 @@ class DicomNode:
         self._open: dict[str, _Series] = {}  # series dir -> receiving state
         self._ready: queue.Queue[Path | None] = queue.Queue()
         self._studies: dict[str, dict[str, DicomSeries]] = {}  # study hash -> parsed series (cache)
+        self._outputs: dict[str, DicomOutput] = {}  # study hash -> its VNE series numbering and sources
         self._wake_forwarder = threading.Event()
         self._stop_requested = threading.Event()
         self._stopping = threading.Event()
@@ -291,6 +292,7 @@ class DicomNode:
                         f.unlink() if f.is_file() else f.rmdir()
                     study.rmdir()
                     self._studies.pop(study.name, None)
+                    self._outputs.pop(study.name, None)
             except OSError:
                 continue
 
@@ -330,7 +332,9 @@ class DicomNode:
                     continue
                 cached[series_dir.name] = folder.series[0]
         while len(self._studies) > 8:  # keep the most recent studies parsed
-            self._studies.pop(next(iter(self._studies)))
+            oldest = next(iter(self._studies))
+            self._studies.pop(oldest)
+            self._outputs.pop(oldest, None)
         return cached
 
     def _process(self, study: str, fresh: set[Path]) -> None:
@@ -346,9 +350,10 @@ class DicomNode:
             return
         folder = DicomFolder(sorted(all_series.values(), key=lambda s: (s.time, s.number)), [])
         scans = [s for s in dicom_scans(folder, self.core.config.rules) if any(x.uid in uids for x in s.series)]
-        output = DicomOutput(self.core.config.rules, self.core.config.criteria)
+        output = self._outputs.setdefault(study, DicomOutput(self.core.config.rules, self.core.config.criteria))
         for s in folder.series:
-            output.add(s.records, s.header_xml, [s])
+            if s.uid in uids or not output.knows(s.uid):
+                output.add(s.records, s.header_xml, [s], key=s.uid)
         made: list[ImageRecord] = []
         for scan in scans:
             session = self.core.open_session(scan.header_xml)

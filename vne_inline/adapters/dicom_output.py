@@ -73,14 +73,31 @@ class DicomOutput:
 
     def __init__(self, rules: RoleRules = RoleRules(), criteria: MatchCriteria = MatchCriteria()) -> None:
         self._rules, self._criteria = rules, criteria
-        self._maps: list[_Map] = []
-        self._cine: dict[tuple[str, int], list[tuple[SliceGeometry, SourceImage]]] = {}
+        self._scans: dict[str, tuple[list[_Map], dict]] = {}  # per scan key: its maps and cine sources
         self._series: dict[str, SeriesInfo] = {}
         self._counts: dict[str, int] = {}
 
+    @property
+    def _maps(self) -> list[_Map]:
+        return [m for maps, _ in self._scans.values() for m in maps]
+
+    @property
+    def _cine(self) -> dict[tuple[str, int], list[tuple[SliceGeometry, SourceImage]]]:
+        return {k: v for _, cine in self._scans.values() for k, v in cine.items()}
+
+    def knows(self, key: str) -> bool:
+        """True when a scan was added under `key`."""
+        return key in self._scans
+
     def add(self, records: Iterable[ImageRecord], header_xml: str | None,
-            series: Iterable[DicomSeries] = ()) -> None:
-        """Remember the T1 maps and cine images among `records` (one scan, with its DICOM series)."""
+            series: Iterable[DicomSeries] = (), key: str | None = None) -> None:
+        """Remember the T1 maps and cine images among `records` (one scan, with its DICOM series); a
+        scan added again under the same `key` replaces what was remembered of it. VNE of one T1 series
+        written by one DicomOutput share a SeriesInstanceUID."""
+        series = list(series)
+        maps: list[_Map] = []
+        cine: dict[tuple[str, int], list[tuple[SliceGeometry, SourceImage]]] = {}
+        self._scans[key or f"scan-{len(self._scans)}"] = (maps, cine)
         by_uid = {s.uid: s.reference for s in series}
         fallback = None
         try:
@@ -96,13 +113,13 @@ class DicomOutput:
             series_uid = record.meta_str("DicomSeriesInstanceUID") or f"series-{record.series_index}"
             if role is Role.CINE:
                 if source is not None:
-                    self._cine.setdefault((series_uid, record.slice), []).append((record.geometry, source))
+                    cine.setdefault((series_uid, record.slice), []).append((record.geometry, source))
                 continue
             reference = by_uid.get(series_uid) or _json_reference(record)
             if reference is None:
                 fallback = fallback or _header_reference(header_xml)
                 reference = fallback
-            self._maps.append(_Map(record.geometry, record.slice, reference, source, series_uid))
+            maps.append(_Map(record.geometry, record.slice, reference, source, series_uid))
 
     def _t1_map(self, vne: ImageRecord) -> _Map:
         g = vne.geometry
@@ -112,9 +129,9 @@ class DicomOutput:
         return next((m for m in found if m.slice == vne.slice), found[0])
 
     def _cine_sources(self, g: SliceGeometry) -> list[SourceImage]:
-        candidates = [(key, frames[0][0]) for key, frames in self._cine.items()]
-        match = find_match(g, candidates, self._criteria)
-        return [] if isinstance(match, NoMatch) else [s for _, s in self._cine[match.key]]
+        cine = self._cine
+        match = find_match(g, [(key, frames[0][0]) for key, frames in cine.items()], self._criteria)
+        return [] if isinstance(match, NoMatch) else [s for _, s in cine[match.key]]
 
     def dataset(self, vne: ImageRecord) -> FileDataset:
         """The DICOM instance of one VNE record (ValueError with a one-line reason when it cannot be made)."""

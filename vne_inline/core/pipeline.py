@@ -259,6 +259,7 @@ class Session:
         self._maps: list[ImageRecord] = []
         self._ir: list[ImageRecord] = []
         self.reports: list[SliceReport] = []
+        self._finished_maps: list[ImageRecord] = []  # maps already paired with IR images this session
 
     # ------------------------------------------------------------------ public
     def feed(self, record: ImageRecord) -> list[ImageRecord]:
@@ -331,6 +332,12 @@ class Session:
 
     def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord]) -> list[ImageRecord]:
         started = time.perf_counter()
+        twin = next((m for m in self._finished_maps if same_plane(m.geometry, t1_map.geometry)), None)
+        if twin is not None and not ir:  # vendors' map series may add a display map on the same plane
+            self._report(SliceReport(t1_map.slice, False, f"second T1 map on the plane of T1 slice {twin.slice} "
+                                     "(a display map): not used"))
+            return []
+        self._finished_maps.append(t1_map)
         try:
             (t1,) = t1_slices([t1_map], ir)
         except ValueError as exc:
