@@ -11,6 +11,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 def free_port() -> int:
@@ -26,6 +27,7 @@ class Orthanc:
     process: subprocess.Popen
     http_port: int
     dicom_port: int
+    log: IO[bytes]
     ae_title: str = "ORTHANC"
 
     def get(self, path: str):
@@ -48,6 +50,7 @@ class Orthanc:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
 
 
 def start_orthanc(directory: Path) -> Orthanc:
@@ -65,10 +68,11 @@ def start_orthanc(directory: Path) -> Orthanc:
     (directory / "orthanc.json").write_text(json.dumps(config))
     log = open(directory / "orthanc.log", "wb")  # noqa: SIM115  (lives as long as the process)
     process = subprocess.Popen([binary, str(directory / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    orthanc = Orthanc(process, http_port, dicom_port)
+    orthanc = Orthanc(process, http_port, dicom_port, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            log.close()
             raise RuntimeError(f"Orthanc exited: {(directory / 'orthanc.log').read_text()[-2000:]}")
         try:
             orthanc.get("/system")
