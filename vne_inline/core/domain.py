@@ -112,7 +112,7 @@ def _range_verdicts(ranges: dict[str, tuple[float, float]], stats: dict[str, flo
             continue
         slack = 0.5 * (hi - lo)
         status = "fail" if (v < lo - slack or v > hi + slack) else "warn"
-        out.append((status, f"{STATISTICS[name]} {v:.3g} outside the training range {lo:.3g}-{hi:.3g}{where}"))
+        out.append((status, f"{STATISTICS[name]} {v:.4g} outside the training range {lo:.4g}-{hi:.4g}{where}"))
     return out
 
 
