@@ -20,7 +20,7 @@ linear intensity scale, the one free choice between PSIR units and VNE units (it
 term of SSIM); it is lowered by noise, artefacts, wrong contrast and misplaced lesions alike.
 
 ``edge_width`` (every exam) -- sharpness of the blood-myocardium (endocardial) border: the 10-90 %
-edge width in mm: the classic 10-90 % rise distance of the edge-spread function, measured as in the
+edge width in mm, the classic rise distance of the edge-spread function, measured as in the
 slanted-edge method of ISO 12233 (many pixels at sub-pixel distances from one edge), and the kind of
 border-sharpness measure used in MR (e.g. the edge rise distance between fixed fractions of the
 intensity step of Etienne et al., Magn Reson Med 2002;48:658-666). Smaller is sharper. Method:
@@ -36,7 +36,8 @@ intensity step of Etienne et al., Magn Reson Med 2002;48:658-666). Smaller is sh
    myocardium up to ``[1]`` deep, binned by signed distance (:data:`EDGE_BIN_MM`); per bin the
    median intensity at the bin's mean distance (bins with fewer than :data:`EDGE_MIN_BIN_PIXELS`
    finite pixels are left out). The median, not the mean, keeps lesions and papillary muscles that
-   cover less than half the circumference at a given depth from bending the profile.
+   cover less than half the circumference at a given depth from bending the profile (a subendocardial
+   lesion around more than half of it makes the wall bright: then the 10 % level is not reached, NaN).
 4. Normalised between the medians of the remote-myocardium ROI (0) and of the blood-pool ROI (1):
    the levels the lesion thresholds use, and unaffected by lesions (the remote ROI keeps away from
    them) or by the blur being measured (the blood ROI lies >= 3 mm from the border). Blood is
