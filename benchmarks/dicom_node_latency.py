@@ -43,8 +43,9 @@ def _send(address, ae_title: str, files: list[Path]) -> float:
     datasets = [pydicom.dcmread(p) for p in files]
     last = 0.0
     for ds in datasets:
-        if assoc.send_c_store(ds).Status != 0:
-            raise SystemExit("the node refused an image")
+        status = getattr(assoc.send_c_store(ds), "Status", None)
+        if status != 0:
+            raise SystemExit(f"the node did not store an image ({'no response' if status is None else hex(status)})")
         last = time.perf_counter()
     assoc.release()
     return last
