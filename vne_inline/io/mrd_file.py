@@ -1,8 +1,14 @@
 """ISMRMRD HDF5 image files: read every image group into records, write records back.
 
 Groups are named `image_<series>` by default (as the scanner export and `vne-inline replay` do).
-`ismrmrd.Dataset.append_image` fixes a group's shape at its first image, so :func:`write_file`
-checks shapes and data types per group and refuses a mismatch instead of silently resizing.
+A group holds one shape and data type, so :func:`write_file` checks them per group and refuses a
+mismatch instead of silently resizing.
+
+Files are written so that the C++ library (libismrmrd, what Gadgetron's own tools link) and Python
+ismrmrd read them identically: each image header's `attribute_string_len` holds the byte length of its
+meta XML (`ismrmrd.Dataset.append_image` leaves it 0, and libismrmrd then reads no meta at all), and the
+`attributes` dataset is a variable-length string of HDF5's default (ASCII-labelled) character set, as
+libismrmrd writes it, holding the meta's UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from pathlib import Path
 import h5py
 import ismrmrd
 import numpy as np
+from ismrmrd.hdf5 import get_hdf5type, image_header_dtype
 
 from vne_inline.io.records import ImageRecord
 
 __all__ = ["MrdFile", "read_file", "write_file", "series_group"]
+
+#: The `attributes` dataset's type: variable-length string, HDF5's default character set (libismrmrd's own).
+ATTRIBUTE_DTYPE = h5py.string_dtype("ascii")
 
 
 def series_group(record: ImageRecord) -> str:
@@ -71,6 +81,21 @@ def read_file(path: str | Path, dataset_name: str = "dataset") -> MrdFile:
     return MrdFile(header_xml=xml, groups=groups)
 
 
+def _write_group(group: h5py.Group, images: list[ismrmrd.Image]) -> None:
+    """`header`, `attributes` and `data` datasets of one image group, extensible along the image axis
+    (as `ismrmrd.Dataset.append_image` makes them)."""
+    heads = np.concatenate([np.frombuffer(image.getHead(), dtype=image_header_dtype) for image in images])
+    attributes = np.empty(len(images), dtype=object)
+    for i, image in enumerate(images):
+        attributes[i] = image.attribute_string.encode("utf-8")
+        heads[i]["attribute_string_len"] = len(attributes[i])
+    data_type = get_hdf5type(images[0].data_type)
+    data = np.stack([image.data.view(dtype=data_type) for image in images])
+    for name, values, dtype in (("header", heads, image_header_dtype), ("attributes", attributes, ATTRIBUTE_DTYPE),
+                                ("data", data, data_type)):
+        group.create_dataset(name, data=values, dtype=dtype, maxshape=(None, *values.shape[1:]))
+
+
 def write_file(
     path: str | Path,
     header_xml: str | None,
@@ -79,24 +104,30 @@ def write_file(
     dataset_name: str = "dataset",
     overwrite: bool = True,
 ) -> dict[str, int]:
-    """Write records into `path` (one group per `group_of(record)`); returns the image count per group."""
+    """Write records into `path` (one group per `group_of(record)`, file order kept within a group);
+    returns the image count per group."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and path.exists():
         path.unlink()
     layout: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    counts: dict[str, int] = {}
+    groups: dict[str, list[ismrmrd.Image]] = {}
+    for record in records:
+        name = group_of(record)
+        key = (record.data.shape, record.data.dtype)
+        if layout.setdefault(name, key) != key:
+            raise ValueError(
+                f"group {name}: image of shape {record.data.shape} {record.data.dtype} does not fit "
+                f"the group's {layout[name][0]} {layout[name][1]}"
+            )
+        groups.setdefault(name, []).append(record.to_ismrmrd())
     with ismrmrd.Dataset(str(path), dataset_name, create_if_needed=True) as ds:
         if header_xml:
             ds.write_xml_header(header_xml.encode("utf-8") if isinstance(header_xml, str) else header_xml)
-        for record in records:
-            name = group_of(record)
-            key = (record.data.shape, record.data.dtype)
-            if layout.setdefault(name, key) != key:
-                raise ValueError(
-                    f"group {name}: image of shape {record.data.shape} {record.data.dtype} does not fit "
-                    f"the group's {layout[name][0]} {layout[name][1]}"
-                )
-            ds.append_image(name, record.to_ismrmrd())
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+    with h5py.File(path, "a") as h5:
+        dataset = h5.require_group(dataset_name)
+        for name, images in groups.items():
+            if name in dataset:
+                raise ValueError(f"{path.name}: group {dataset_name}/{name} exists already")
+            _write_group(dataset.create_group(name), images)
+    return {name: len(images) for name, images in groups.items()}
