@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import fail
 
 DEFAULT_PORT = 9002  # vne_inline.adapters.mrd_protocol.DEFAULT_PORT, repeated so that --help stays import-light
 
@@ -66,8 +67,11 @@ def send(
                                                     "e.g. vne_series_index=120.")] = None,
     timeout: Annotated[float, typer.Option(min=1.0, help="Socket and reply timeout (s).")] = 120.0,
 ) -> None:
-    """Stream an ISMRMRD image file to an MRD server, print its TEXT lines and save the images it returns."""
+    """Stream an ISMRMRD image file to an MRD server, print its TEXT lines and save the images it returns.
+    Exit status: 0 done, 1 connection or server error, 2 unusable input, 3 T1-map slices sent but no VNE back."""
+    from vne_inline.adapters.exam_files import classified_records
     from vne_inline.adapters.mrd_client import send_file
+    from vne_inline.core.roles import Role
 
     params = {}
     for item in param or []:
@@ -75,15 +79,22 @@ def send(
         if not sep or not key.strip():
             raise typer.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--param")
         params[key.strip()] = value.strip()
+    if out.resolve() == file.resolve():
+        raise fail(f"--out {out} is the input file; choose another output name", 2)
     try:
         reply = send_file(file, out, host=host, port=port, config=config, parameters=params, timeout_s=timeout,
                           on_text=typer.echo)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"send failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{len(reply.records)} images received, saved to {out}")
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    except OSError as exc:
+        raise fail(f"send failed: {exc}") from exc
+    typer.echo(f"{len(reply.records)} images received ({len(reply.vne)} VNE), saved to {out}")
     if reply.error or not reply.closed:
-        typer.echo(f"reply incomplete: {reply.error or 'no CLOSE'}", err=True)
-        raise typer.Exit(1)
+        raise fail(f"reply incomplete: {reply.error or 'no CLOSE'}")
     if any(t.startswith("ERR:") for t in reply.texts):
         raise typer.Exit(1)
+    sent_t1 = reply.slice_lines or any(role is Role.T1MAP for role, _ in classified_records(file))
+    if sent_t1 and not reply.vne:
+        reasons = [line.split(": ", 1)[1] for line in reply.slice_lines if line.startswith("WRN:")]
+        raise fail("no VNE made from the T1-map slices sent" + (f": {'; '.join(reasons)}" if reasons else
+                                                                 " and the server gave no reason"), 3)

@@ -55,7 +55,8 @@ def _image_groups(dataset: h5py.Group) -> list[str]:
 
 
 def read_file(path: str | Path, dataset_name: str = "dataset") -> MrdFile:
-    """Read the header and every image group; raises ValueError naming the file if it is not readable."""
+    """Read the header and every image group; raises ValueError naming the file if it is not readable or
+    holds raw data (acquisitions) only."""
     path = Path(path)
     try:
         h5 = h5py.File(path, "r")
@@ -65,6 +66,10 @@ def read_file(path: str | Path, dataset_name: str = "dataset") -> MrdFile:
         if dataset_name not in h5:
             raise ValueError(f"{path.name}: no '{dataset_name}' group (not an ISMRMRD file?)")
         group_names = _image_groups(h5[dataset_name])
+        if not group_names and isinstance(h5[dataset_name].get("data"), h5py.Dataset):
+            n = len(h5[dataset_name]["data"])
+            raise ValueError(f"{path.name}: raw data ({n} acquisitions, no images): VNE works on reconstructed "
+                             "images; reconstruct the scan first (e.g. with Gadgetron) and use the image file")
     try:
         with ismrmrd.Dataset(str(path), dataset_name, mode="r") as ds:
             try:
