@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,15 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
-from vne_inline.cli.options import fail
+from vne_inline.cli.options import (
+    LogLevelOption,
+    RolePatternsOption,
+    SeriesRolesOption,
+    VneSeriesOption,
+    fail,
+    role_properties,
+    setup_logging,
+)
 
 DEFAULT_PORT = 9002  # vne_inline.adapters.mrd_protocol.DEFAULT_PORT, repeated so that --help stays import-light
 
@@ -34,22 +41,31 @@ def serve(
     = 300.0,
     shutdown_timeout: Annotated[float, typer.Option(min=0.0, help="On SIGTERM/SIGINT, let open sessions finish "
                                                     "for this long (s).")] = 30.0,
+    vne_series: VneSeriesOption = None,
+    series_roles: SeriesRolesOption = None,
+    role_patterns: RolePatternsOption = None,
+    log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run the MRD v1 streaming server (FIRE / OpenRecon / python-ismrmrd-server clients): every image comes
     back, plus a VNE image per T1-map slice once its cine is in (same or earlier connection)."""
     from vne_inline.adapters.mrd_server import MrdServer, ServerLimits
+    from vne_inline.core.store import default_store_dir
+    from vne_inline.health import store_problem
     from vne_inline.infer import BackendError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
+    if (problem := store_problem(store or default_store_dir())) is not None:
+        raise fail(f"cannot start the server: {problem}")
     props = {"backend": backend, "model": "" if model is None else str(model),
-             "threads": "" if threads is None else str(threads), "store_dir": "" if store is None else str(store)}
+             "threads": "" if threads is None else str(threads), "store_dir": "" if store is None else str(store),
+             "vne_series_index": "" if vne_series is None else str(vne_series),
+             **role_properties(series_roles, role_patterns)}
     limits = ServerLimits(max_message_bytes=int(max_message_mb * 2**20), max_clients=max_clients,
                           idle_timeout_s=idle_timeout, shutdown_timeout_s=shutdown_timeout)
     try:
         server = MrdServer(props, host=host, port=port, limits=limits)
     except (BackendError, ValueError, OSError) as exc:
-        typer.echo(f"cannot start the server: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(f"cannot start the server: {exc}") from exc
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.stop())
     typer.echo(f"listening on {server.address[0]}:{server.address[1]} (SIGTERM or Ctrl-C to stop)", err=True)
