@@ -28,6 +28,7 @@ __all__ = ["Panel", "show", "exam_panels", "file_panels"]
 
 T1_MAX_MS = {1.5: 2000.0, 3.0: 2500.0}  # colour-bar top by field strength (T)
 MAX_PER_ROW = 7  # wider rows wrap
+MAX_PER_SERIES = 2 * MAX_PER_ROW  # images shown of a series no rule recognised, or of the VNE
 MIN_COLUMNS = 4  # rows with fewer panels keep this panel width
 # Overlay classes (name, colour) drawn over the truth panel, in painting order.
 OVERLAY = (("remote", "#3b82f6"), ("blood", "#d946ef"), ("lesion_intermediate", "#f59e0b"), ("lesion_hyperintense", "#ef4444"))
@@ -116,6 +117,25 @@ def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[l
     return [top, bottom] if bottom else [top], title
 
 
+def _series_rows(records: list[ImageRecord], name: str) -> list[list[Panel]]:
+    """One row per series, its first :data:`MAX_PER_SERIES` images in file order: the VNE images (`name`
+    "VNE"), or a series no role rule recognised (`name` empty)."""
+    by_series: dict[int, list[ImageRecord]] = {}
+    for r in records:
+        by_series.setdefault(r.series_index, []).append(r)
+    rows = []
+    for index, series in by_series.items():
+        row = []
+        for r in series[:MAX_PER_SERIES]:
+            title = (f"{name} slice {r.slice} (series {index})" if name
+                     else f"series {index}: slice {r.slice}, phase {r.phase}, set {r.set}")
+            row.append(Panel(np.abs(r.pixels).astype(np.float32), title))
+        if len(series) > MAX_PER_SERIES:
+            row[-1].title += f" (first {MAX_PER_SERIES} of {len(series)})"
+        rows.append(row)
+    return rows
+
+
 def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
     """Rows of panels showing what one file holds (ISMRMRD scan or truth.h5)."""
     if path.name.startswith("truth"):
@@ -135,10 +155,11 @@ def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[P
         rows += [maps] if maps else []
     if roles.get("lge"):
         rows.append([Panel(r.pixels, f"LGE slice {r.slice}", "psir") for r in sorted(roles["lge"], key=lambda r: r.slice)])
+    rows += _series_rows(roles.get("vne", []), "VNE") + _series_rows(roles.get("other", []), "")
     if not rows:
-        raise ValueError(f"{path.name}: no cine, IR, T1-map or LGE images recognised")
+        raise ValueError(f"{path.name}: holds no images")
     wrapped = [row[i : i + MAX_PER_ROW] for row in rows for i in range(0, len(row), MAX_PER_ROW)]
-    return wrapped, f"{path.parent.name}/{path.name}"
+    return wrapped, f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 # --------------------------------------------------------------------------------------------- drawing
