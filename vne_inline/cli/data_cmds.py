@@ -44,13 +44,17 @@ def synth(
     begin = time.perf_counter()
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     burdens = []
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("", total=patients)
-        for s in generate_exams(out, patients, seed, field, workers, start):
-            burdens.append(s.lesion_burden)
-            flags = [k for k, v in s.artefacts.items() if v]
-            progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"
-                            + (f", {', '.join(flags)}" if flags else ""))
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("", total=patients)
+            for s in generate_exams(out, patients, seed, field, workers, start):
+                burdens.append(s.lesion_burden)
+                flags = [k for k, v in s.artefacts.items() if v]
+                progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"
+                                + (f", {', '.join(flags)}" if flags else ""))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: {len(burdens)} of {patients} patients complete in {out}; none left half-written")
+        raise typer.Exit(130) from None
     console.print(f"{patients} synthetic exams in {out} ({time.perf_counter() - begin:.0f} s); "
                   f"lesion burden median {100 * float(sorted(burdens)[len(burdens) // 2]):.1f} %, "
                   f"{sum(b == 0 for b in burdens)} without lesions")

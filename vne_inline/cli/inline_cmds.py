@@ -179,13 +179,22 @@ def demo(
 ) -> None:
     """One synthetic HCM exam end to end: cine and T1 mapping replayed through the inline core with the
     shipped model; writes the VNE ISMRMRD file, a PNG montage (T1 map, VNE, LGE, true lesion outlines)
-    and prints the lesion burdens of VNE vs LGE. Synthetic-trained default weights: not for clinical use."""
+    and prints the lesion burdens of VNE vs LGE. Synthetic-trained default weights: not for clinical use.
+    Ctrl-C stops it at once."""
+    _quiet_core_logs(verbose)
+    console = Console()
+    try:
+        _run_demo(console, out, seed, model, backend, threads)
+    except KeyboardInterrupt:
+        console.print("interrupted: files written so far are complete; none left half-written")
+        raise typer.Exit(130) from None
+
+
+def _run_demo(console: Console, out: Path, seed: int, model: Path | None, backend: str, threads: int | None) -> None:
     from vne_inline.infer import BackendError, load_backend
     from vne_inline.synth.exam import generate_patient
     from vne_inline.viz.demo_figure import montage
 
-    _quiet_core_logs(verbose)
-    console = Console()
     started = time.perf_counter()
     try:
         loaded = load_backend(backend, None if model is None else str(model), threads)

@@ -13,6 +13,7 @@ libismrmrd writes it, holding the meta's UTF-8 bytes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,14 +108,12 @@ def write_file(
     records: Iterable[ImageRecord],
     group_of: Callable[[ImageRecord], str] = series_group,
     dataset_name: str = "dataset",
-    overwrite: bool = True,
 ) -> dict[str, int]:
-    """Write records into `path` (one group per `group_of(record)`, file order kept within a group);
-    returns the image count per group."""
+    """Write records into `path` (one group per `group_of(record)`, file order kept within a group),
+    replacing any file there; returns the image count per group. The file is written under a temporary
+    name and renamed at the end, so an interrupted write never leaves a partial file at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and path.exists():
-        path.unlink()
     layout: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     groups: dict[str, list[ismrmrd.Image]] = {}
     for record in records:
@@ -126,13 +125,16 @@ def write_file(
                 f"the group's {layout[name][0]} {layout[name][1]}"
             )
         groups.setdefault(name, []).append(record.to_ismrmrd())
-    with ismrmrd.Dataset(str(path), dataset_name, create_if_needed=True) as ds:
-        if header_xml:
-            ds.write_xml_header(header_xml.encode("utf-8") if isinstance(header_xml, str) else header_xml)
-    with h5py.File(path, "a") as h5:
-        dataset = h5.require_group(dataset_name)
-        for name, images in groups.items():
-            if name in dataset:
-                raise ValueError(f"{path.name}: group {dataset_name}/{name} exists already")
-            _write_group(dataset.create_group(name), images)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with ismrmrd.Dataset(str(tmp), dataset_name, create_if_needed=True) as ds:
+            if header_xml:
+                ds.write_xml_header(header_xml.encode("utf-8") if isinstance(header_xml, str) else header_xml)
+        with h5py.File(tmp, "a") as h5:
+            dataset = h5.require_group(dataset_name)
+            for name, images in groups.items():
+                _write_group(dataset.create_group(name), images)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {name: len(images) for name, images in groups.items()}
