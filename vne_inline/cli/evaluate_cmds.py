@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import require_extra
 from vne_inline.quantify import BORDER_MARGIN_MM
 
 
@@ -26,16 +27,11 @@ def evaluate_command(
 ) -> None:
     """Run VNE through the inline core on every exam, match LGE onto the T1 grid, quantify lesion burden
     (FWHM/FWQM/FWEM; VNE also at 35/20/10 %) and write the agreement statistics and figures."""
-    import importlib.util
-
     from vne_inline.infer import BackendError, load_backend
     from vne_inline.validate.evaluate import evaluate_exams
     from vne_inline.validate.report import write_report
-    from vne_inline.validate.stats import PINGOUIN_HINT
 
-    if importlib.util.find_spec("pingouin") is None:
-        typer.echo(f"error: evaluate needs pingouin for the ICC: {PINGOUIN_HINT}", err=True)
-        raise typer.Exit(1)
+    require_extra("validate", "evaluate (ICC)", "pingouin")
     try:
         engine = load_backend(backend, model, threads)
     except BackendError as exc:

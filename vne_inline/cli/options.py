@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -50,3 +51,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `message` as one ``error:`` line on stderr; the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def require_extra(extra: str, command: str, *modules: str) -> None:
+    """Exit with one line naming the extra to install when one of `modules` is not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail(f"{command} needs the {extra} extra ({', '.join(missing)} not installed): "
+                   f"pip install 'vne-inline[{extra}]' (in a source checkout: "
+                   f"pip install -c constraints.txt -e '.[{extra}]')")

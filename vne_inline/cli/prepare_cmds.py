@@ -11,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import require_extra
 
 
 @app.command()
@@ -33,6 +34,8 @@ def prepare(
     non-diagnostic are rejected; rejected slices are listed with their reason."""
     import numpy as np
 
+    if register:
+        require_extra("train", "prepare (LGE registration; --no-register runs without it)", "SimpleITK")
     from vne_inline.adapters.exam_files import exam_files
     from vne_inline.core.match import MatchCriteria
     from vne_inline.train.prepare import Registration, grader

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import require_extra
 from vne_inline.modelspec import ModelConfig
 
 _DEFAULT = ModelConfig()
@@ -75,6 +76,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train the VNE generator (conditional GAN) on matched native/LGE slices."""
+    require_extra("train", "train", "torch")
     from vne_inline.model.losses import LossWeights
     from vne_inline.train.loop import GENERATOR_NAME, TrainOptions, train
 
@@ -122,6 +124,7 @@ def average_command(
     fp16: Annotated[bool, typer.Option(help="store the average in float16")] = False,
 ) -> None:
     """Average generator weights file by file (checkpoint averaging over the epochs of one run)."""
+    require_extra("train", "average", "torch")
     from vne_inline.model.generator import average_weights, save_weights
 
     try:

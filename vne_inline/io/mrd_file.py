@@ -55,6 +55,16 @@ def _image_groups(dataset: h5py.Group) -> list[str]:
     return names
 
 
+def _read_group(ds: ismrmrd.Dataset, path: Path, name: str) -> list[ImageRecord]:
+    records = []
+    for i in range(ds.number_of_images(name)):
+        try:
+            records.append(ImageRecord.from_ismrmrd(ds.read_image(name, i)))
+        except (ValueError, TypeError, IndexError) as exc:  # header fields that do not describe the data
+            raise ValueError(f"{path.name}: {name} image {i} has a bad image header ({exc})") from exc
+    return records
+
+
 def read_file(path: str | Path, dataset_name: str = "dataset") -> MrdFile:
     """Read the header and every image group; raises ValueError naming the file if it is not readable or
     holds raw data (acquisitions) only."""
@@ -78,10 +88,7 @@ def read_file(path: str | Path, dataset_name: str = "dataset") -> MrdFile:
                 xml = xml.decode("utf-8") if isinstance(xml, bytes) else str(xml)
             except LookupError:
                 xml = None
-            groups = {
-                name: [ImageRecord.from_ismrmrd(ds.read_image(name, i)) for i in range(ds.number_of_images(name))]
-                for name in group_names
-            }
+            groups = {name: _read_group(ds, path, name) for name in group_names}
     except (OSError, KeyError) as exc:
         raise ValueError(f"{path.name}: damaged ISMRMRD file ({exc})") from exc
     return MrdFile(header_xml=xml, groups=groups)

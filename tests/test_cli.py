@@ -1,0 +1,47 @@
+"""The command line as a new user meets it: missing extras and bad files get one line naming the fix."""
+
+from __future__ import annotations
+
+import sys
+
+import h5py
+import pytest
+from test_pipeline import T1_HEADER, t1_records
+from typer.testing import CliRunner
+
+from vne_inline.cli import app
+from vne_inline.io.mrd_file import write_file
+
+
+def _cli(args):
+    return CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+
+
+@pytest.mark.parametrize(("command", "hidden"), [("train", "torch"), ("average", "torch"), ("export", "torch"),
+                                                  ("prepare", "SimpleITK")])
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, command, hidden):
+    monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed: import fails, find_spec is None
+    data = tmp_path / "triplets.h5"
+    data.write_bytes(b"")
+    args = {"train": ["train", "--data", str(data), "--out", str(tmp_path / "run")],
+            "average": ["average", str(data), "--out", str(tmp_path / "avg.safetensors")],
+            "export": ["export", "--weights", str(data), "--out", str(tmp_path / "m.onnx")],
+            "prepare": ["prepare", str(tmp_path), "--out", str(tmp_path / "t.h5")]}[command]
+    result = _cli(args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {command}") and f"{hidden} not installed" in line
+    assert "pip install 'vne-inline[train]'" in line
+
+
+def test_a_bad_image_header_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "t1map.h5"
+    write_file(path, T1_HEADER, t1_records())
+    with h5py.File(path, "r+") as f:
+        head = f["dataset/image_3/header"][:]
+        head["data_type"] = 77
+        f["dataset/image_3/header"][:] = head
+    for args in (["replay", str(path), "--out", str(tmp_path / "out.h5")], ["show", str(path), "--out", str(tmp_path / "x.png")]):
+        result = _cli(args)
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+        assert "t1map.h5: image_3 image 0 has a bad image header (Unknown image data type: 77)" in result.output
