@@ -45,3 +45,36 @@ def test_a_bad_image_header_is_one_line_naming_the_file(tmp_path):
         result = _cli(args)
         assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
         assert "t1map.h5: image_3 image 0 has a bad image header (Unknown image data type: 77)" in result.output
+
+
+def test_version():
+    from vne_inline import __version__
+
+    result = _cli(["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"vne-inline {__version__}"
+
+
+CLASSIFYING = ("replay", "serve", "gadgetron-worker", "show", "prepare", "evaluate")
+
+
+@pytest.mark.parametrize("command", CLASSIFYING)
+def test_every_classifying_command_takes_the_role_rules(command):
+    text = _cli([command, "--help"]).output
+    assert "--series-roles" in text and "--role-patterns" in text
+
+
+@pytest.mark.parametrize("command", ("serve", "gadgetron-worker", "evaluate", "prepare"))
+def test_long_running_commands_take_a_log_level(command):
+    assert "--log-level" in _cli([command, "--help"]).output
+
+
+@pytest.mark.parametrize("command", ("replay", "serve", "gadgetron-worker"))
+def test_the_vne_series_option_is_named_as_the_property(command):
+    assert "--vne-series-index" in _cli([command, "--help"]).output
+
+
+def test_prepare_and_evaluate_both_take_exams(tmp_path):
+    for command in ("prepare", "evaluate"):
+        assert "--exams" in _cli([command, "--help"]).output
+    result = _cli(["prepare", "--exams", str(tmp_path), "--out", str(tmp_path / "t.h5"), "--no-register"])
+    assert result.exit_code == 0 and "0 triplets written" in result.output, result.output

@@ -177,3 +177,18 @@ def test_cli_replay_of_a_cine_alone_exits_0_and_says_no_t1_was_given(tmp_path, e
                       str(tmp_path / "none.onnx"), "--backend", "onnxruntime"])
     assert result.exit_code == 0, result.output
     assert "no T1-map slice in the input" in result.output
+
+
+def test_cli_replay_role_rules_classify_untagged_series(tmp_path, toy_model):
+    cine, t1 = tmp_path / "cine.h5", tmp_path / "t1map.h5"
+    write_file(cine, CINE_HEADER, cine_records())
+    records = t1_records()
+    for r in records:
+        r.meta.pop("GADGETRON_DataRole", None)  # a site whose maps carry no role tag
+        r.meta.pop("GADGETRON_SeqDescription", None)
+    write_file(t1, T1_HEADER, records)
+    common = [str(cine), str(t1), "--model", str(toy_model), "--backend", "onnxruntime", "--threads", "1"]
+    untagged = _invoke(["replay", *common, "--out", str(tmp_path / "a.h5")])
+    assert untagged.exit_code == 0 and "no T1-map slice in the input" in untagged.output, untagged.output
+    mapped = _invoke(["replay", *common, "--out", str(tmp_path / "b.h5"), "--series-roles", "3=t1map"])
+    assert mapped.exit_code == 0 and "(2 VNE)" in mapped.output, mapped.output

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import RolePatternsOption, SeriesRolesOption, role_rules
 
 
 @app.command()
@@ -65,13 +66,15 @@ def show(
     path: Annotated[Path, typer.Argument(exists=True, help="A patient directory or one file (cine.h5, t1map.h5, lge.h5, truth.h5).")],
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
     slice_index: Annotated[int | None, typer.Option("--slice", help="T1-map slice (default: the middle one).")] = None,
+    series_roles: SeriesRolesOption = None,
+    role_patterns: RolePatternsOption = None,
 ) -> None:
     """Montage of one T1 slice: matched cine (end-diastole), IR images, T1 map, matched LGE and the truth
-    overlay; for a single file, what that file holds."""
+    overlay; for a single file, every series it holds (the VNE and series no rule recognises included)."""
     from vne_inline.viz.montage import show as make_montage
 
     try:
-        written = make_montage(path, out, slice_index)
+        written = make_montage(path, out, slice_index, role_rules(series_roles, role_patterns))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="PATH") from exc
     typer.echo(f"wrote {written}")

@@ -46,7 +46,7 @@ class Panel:
 
 
 # --------------------------------------------------------------------------------------------- roles
-def _by_role(paths: list[Path]) -> tuple[dict[str, list[ImageRecord]], float]:
+def _by_role(paths: list[Path], rules: RoleRules = RoleRules()) -> tuple[dict[str, list[ImageRecord]], float]:
     """Records grouped by role, and the T1 colour-bar top for the field strength in the headers."""
     out: dict[str, list[ImageRecord]] = {}
     t1_max = T1_MAX_MS[1.5]
@@ -58,7 +58,7 @@ def _by_role(paths: list[Path]) -> tuple[dict[str, list[ImageRecord]], float]:
             header = ExamHeader()
         t1_max = T1_MAX_MS.get(header.field_strength_t, t1_max)
         for record in scan.records():
-            out.setdefault(classify(record, RoleRules(), header.n_phases).value, []).append(record)
+            out.setdefault(classify(record, rules, header.n_phases).value, []).append(record)
     return out, t1_max
 
 
@@ -88,10 +88,11 @@ def _truth_panel(truth: SliceTruth) -> Panel:
     return Panel(truth.lge_true, "truth on noiseless LGE (zoom)", "truth", overlay)
 
 
-def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
+def exam_panels(directory: Path, slice_index: int | None = None,
+                rules: RoleRules = RoleRules()) -> tuple[list[list[Panel]], str]:
     """Rows of panels for one T1 slice of a patient directory, and a title."""
     files = [directory / n for n in ("cine.h5", "t1map.h5", "lge.h5") if (directory / n).exists()]
-    roles, t1_max = _by_role(files)
+    roles, t1_max = _by_role(files, rules)
     if not roles.get("t1map"):
         raise ValueError(f"{directory}: no T1 map found (t1map.h5 with GADGETRON_DataRole=T1)")
     k = _pick_slice(roles["t1map"], slice_index)
@@ -136,14 +137,15 @@ def _series_rows(records: list[ImageRecord], name: str) -> list[list[Panel]]:
     return rows
 
 
-def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
+def file_panels(path: Path, slice_index: int | None = None,
+                rules: RoleRules = RoleRules()) -> tuple[list[list[Panel]], str]:
     """Rows of panels showing what one file holds (ISMRMRD scan or truth.h5)."""
     if path.name.startswith("truth"):
         truths = read_truth(path)
         rows = [[_truth_panel(t), Panel(t.t1_true_ms, f"true native T1, slice {t.slice} (ms)", "t1",
                                         vmax=T1_MAX_MS.get(t.attrs.get("field_t"), T1_MAX_MS[1.5]))] for t in truths]
         return rows, f"{path.parent.name}/{path.name}: ground truth per T1 slice"
-    roles, t1_max = _by_role([path])
+    roles, t1_max = _by_role([path], rules)
     rows: list[list[Panel]] = []
     if roles.get("cine"):
         rows.append([Panel(r.pixels, f"cine ED slice {r.slice}") for r in sorted(roles["cine"], key=lambda r: r.slice) if r.phase == 0])
@@ -221,13 +223,13 @@ def render(rows: list[list[Panel]], title: str, out: Path) -> Path:
     return out
 
 
-def show(path: str | Path, out: str | Path, slice_index: int | None = None) -> Path:
+def show(path: str | Path, out: str | Path, slice_index: int | None = None, rules: RoleRules = RoleRules()) -> Path:
     """Montage of a patient directory (one T1 slice with everything matched to it) or of one file."""
     path = Path(path)
     if path.is_dir():
-        rows, title = exam_panels(path, slice_index)
+        rows, title = exam_panels(path, slice_index, rules)
     elif path.is_file():
-        rows, title = file_panels(path, slice_index)
+        rows, title = file_panels(path, slice_index, rules)
     else:
         raise FileNotFoundError(f"{path} does not exist")
     return render(rows, title, Path(out))
