@@ -37,11 +37,10 @@ def evaluate_command(
 ) -> None:
     """Run VNE through the inline core on every exam, match LGE onto the T1 grid, quantify lesion burden
     (FWHM/FWQM/FWEM; VNE also at 35/20/10 %) and write the agreement statistics and figures."""
+    from vne_inline.core.pipeline import CoreConfig
     from vne_inline.infer import BackendError, load_backend
     from vne_inline.validate.evaluate import evaluate_exams
     from vne_inline.validate.report import write_report
-
-    from vne_inline.core.pipeline import CoreConfig
 
     setup_logging(log_level)
     require_extra("validate", "evaluate (ICC)", "pingouin")
