@@ -34,6 +34,8 @@ def evaluate_command(
     series_roles: SeriesRolesOption = None,
     role_patterns: RolePatternsOption = None,
     log_level: LogLevelOption = "WARNING",
+    without_cine: Annotated[bool, typer.Option("--without-cine", help="the VNE-without-cine reading: cine files are not "
+                                               "sent, VNE from the IR images and T1 map only")] = False,
 ) -> None:
     """Run VNE through the inline core on every exam, match LGE onto the T1 grid, quantify lesion burden
     (FWHM/FWQM/FWEM; VNE also at 35/20/10 %) and write the agreement statistics and figures."""
@@ -50,7 +52,8 @@ def evaluate_command(
     except BackendError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    evaluation = evaluate_exams(exams, engine, contours, config, progress=typer.echo, margin_mm=margin_mm)
+    evaluation = evaluate_exams(exams, engine, contours, config, progress=typer.echo, margin_mm=margin_mm,
+                                without_cine=without_cine)
     if not evaluation.patients:
         typer.echo("error: no patient could be evaluated", err=True)
         raise typer.Exit(1)
