@@ -52,7 +52,6 @@ def synth(
     )
 
     from vne_inline.synth.exam import generate_exams
-
     from vne_inline.synth.patient import MIXED, T1_SCHEMES
 
     field_t = _field(field)
