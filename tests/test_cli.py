@@ -18,7 +18,8 @@ def _cli(args):
 
 
 @pytest.mark.parametrize(("command", "hidden"), [("train", "torch"), ("average", "torch"), ("export", "torch"),
-                                                  ("prepare", "SimpleITK")])
+                                                  ("prepare", "SimpleITK"), ("train-recipe", "torch"),
+                                                  ("model-domain", "torch")])
 def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, command, hidden):
     monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed: import fails, find_spec is None
     data = tmp_path / "triplets.h5"
@@ -26,7 +27,10 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, command, h
     args = {"train": ["train", "--data", str(data), "--out", str(tmp_path / "run")],
             "average": ["average", str(data), "--out", str(tmp_path / "avg.safetensors")],
             "export": ["export", "--weights", str(data), "--out", str(tmp_path / "m.onnx")],
-            "prepare": ["prepare", str(tmp_path), "--out", str(tmp_path / "t.h5")]}[command]
+            "prepare": ["prepare", str(tmp_path), "--out", str(tmp_path / "t.h5")],
+            "train-recipe": ["train-recipe", "--out", str(tmp_path / "recipe")],
+            "model-domain": ["model-domain", "--exams", str(tmp_path), "--weights", str(data), "--out",
+                             str(tmp_path / "w.safetensors")]}[command]
     result = _cli(args)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     (line,) = result.output.strip().splitlines()

@@ -157,6 +157,7 @@ def train_recipe_command(
     Run it again with the same folder to continue after an interruption."""
     from dataclasses import replace
 
+    require_extra("train", "train-recipe", "torch", "onnx", "onnxscript", "SimpleITK")
     from vne_inline.train.recipe import Recipe, run_recipe
 
     recipe = Recipe()
@@ -181,6 +182,7 @@ def model_domain_command(
 ) -> None:
     """Measure the training domain on the model's training exams and store it with the weights (the
     input-domain check of every VNE compares each slice with it)."""
+    require_extra("train", "model-domain", "torch", "onnx", "onnxscript")
     from vne_inline.infer.export import export_onnx
     from vne_inline.model.generator import load_weights, save_weights
     from vne_inline.train.domain import describe_domain, with_domain
