@@ -125,8 +125,10 @@ def run_check(properties: dict[str, str], backend=None) -> CheckResult:
     if not (np.isfinite(image.pixels).all() and image.pixels.shape == t1[-1].pixels.shape and distance < 1e-3):
         result.lines.append("inline core: the VNE image is not finite or not on the T1 map's grid")
         return result
+    qc = image.meta_str("VNE_QC")
     result.lines.append(f"model {model.name} ({model.trained_on}-trained) on {core.backend().name}: VNE made on "
-                        f"the T1 map's grid in {1000 * (time.perf_counter() - started):.0f} ms (both scans)")
+                        f"the T1 map's grid in {1000 * (time.perf_counter() - started):.0f} ms (both scans)"
+                        + (f"; input-domain check {qc}: {image.meta_str('VNE_QC_Reason')}" if qc else ""))
     result.ok, result.vne = True, image
     return result
 
