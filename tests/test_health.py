@@ -57,3 +57,4 @@ def test_check_command_passes_with_the_shipped_model(tmp_path):
     result = _cli(["check", "--store", str(tmp_path / "store"), "--backend", "onnxruntime", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "check passed" in result.output and "on onnxruntime" in result.output
+    assert "input-domain check pass" in result.output  # the built-in slice is within the shipped domain

@@ -2,9 +2,10 @@
 
 :func:`store_problem` is what `serve` and `gadgetron-worker` run at start-up; :func:`run_check` is
 `vne-inline check`: a built-in synthetic slice (a cine slice of 16 phases, 7 ShMOLLI IR images and the
-T1 map of the same plane; a ring of myocardium, 960 ms, around blood, 1500 ms) sent through the inline
-core as two connections, cine then T1 mapping, with the given store and model, then removed from the
-store again.
+T1 map of the same plane, at 1.5 T: a ring of myocardium, 960 ms, around blood, 1500 ms, in other
+tissue, 1050 ms, under a bright layer of fat, 260 ms, in air) sent through the inline core as two connections, cine then T1 mapping, with
+the given store and model, then removed from the store again. Its T1 statistics lie within those of
+heart-centred 1.5 T slices, so the input-domain check (`core.domain`) does not withhold its VNE.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from vne_inline.physics.t1 import SHMOLLI_TI_MS
 __all__ = ["CheckResult", "check_slice", "run_check", "store_problem"]
 
 _PHASES = 16
-_MYO_T1_MS, _BLOOD_T1_MS, _BACKGROUND_T1_MS = 960.0, 1500.0, 300.0
+#: Native T1 at 1.5 T (ms; design notes, section 5) and IR signal amplitude (fat brightest, as on the scanner)
+#: of blood, myocardium, other tissue and fat, and their outer radii (mm); air beyond (T1 0, no signal).
+_T1_MS = (1500.0, 960.0, 1050.0, 260.0)
+_AMPLITUDE = (450.0, 300.0, 330.0, 1000.0)
+_RADII_MM = (22.0, 32.0, 45.0, 50.0)
 
 
 def store_problem(root: Path) -> str | None:
@@ -53,11 +58,11 @@ def _plane(matrix: tuple[int, int]) -> SliceGeometry:
     return plane_from_normal(np.array([0.0, 0.0, 0.0]), np.array([0.3, -0.4, 0.87]), (240.0, 240.0, 8.0), matrix)
 
 
-def _t1_ms(g: SliceGeometry, contraction: float = 1.0) -> np.ndarray:
-    """Myocardial ring (radii 22-32 mm times `contraction`) around blood, on background."""
+def _tissues(g: SliceGeometry, values: tuple[float, ...], contraction: float = 1.0) -> np.ndarray:
+    """`values` of blood, myocardium (radii scaled by `contraction`), other tissue and fat; 0 in air."""
     r = np.linalg.norm(g.pixel_centres() - g.position, axis=-1)
-    return np.where(r < 22.0 * contraction, _BLOOD_T1_MS,
-                    np.where(r < 32.0 * contraction, _MYO_T1_MS, _BACKGROUND_T1_MS)).astype(np.float32)
+    radii = [_RADII_MM[0] * contraction, _RADII_MM[1] * contraction, *_RADII_MM[2:]]
+    return np.select([r < radius for radius in radii], values, 0.0).astype(np.float32)
 
 
 def check_slice(uid: str) -> tuple[tuple[str, list[ImageRecord]], tuple[str, list[ImageRecord]]]:
@@ -66,11 +71,10 @@ def check_slice(uid: str) -> tuple[tuple[str, list[ImageRecord]], tuple[str, lis
     cine_g, t1_g = _plane((96, 96)), _plane((128, 112))
     cine = []
     for p in range(_PHASES):
-        t1 = _t1_ms(cine_g, 1.0 - 0.15 * np.sin(np.pi * p / _PHASES))
-        image = (400.0 * np.sqrt(1000.0 / t1)).astype(np.uint16)  # blood brighter than myocardium
+        image = _tissues(cine_g, (800.0, 400.0, 350.0, 900.0), 1.0 - 0.15 * np.sin(np.pi * p / _PHASES)).astype(np.uint16)
         cine.append(ImageRecord.new(image, cine_g, {"GADGETRON_DataRole": "Image"}, image_series_index=1, phase=p))
-    t1 = _t1_ms(t1_g)
-    ir = [ImageRecord.new((1000.0 * np.abs(1 - 2 * np.exp(-ti / t1))).astype(np.uint16), t1_g,
+    t1, amplitude = _tissues(t1_g, _T1_MS), _tissues(t1_g, _AMPLITUDE)
+    ir = [ImageRecord.new((amplitude * np.abs(1 - 2 * np.exp(-ti / np.maximum(t1, 1.0)))).astype(np.uint16), t1_g,
                           {"GADGETRON_TI": f"{ti:g}"}, image_series_index=2, set=k)
           for k, ti in enumerate(SHMOLLI_TI_MS)]
     t1_map = ImageRecord.new(t1, t1_g, {"GADGETRON_DataRole": "T1"}, image_series_index=3)
