@@ -100,6 +100,8 @@ def read_scans(path: str | Path, rules: RoleRules = RoleRules()) -> list[Scan]:
     path = Path(path)
     if path.is_file():
         mrd = read_file(path)
+        if not mrd.records():
+            raise ValueError(f"{path.name}: no images (ISMRMRD image groups such as image_1 are needed)")
         return [Scan(path.name, mrd.header_xml, mrd.records())]
     if not path.is_dir():
         raise ValueError(f"{path}: no such file or directory")
