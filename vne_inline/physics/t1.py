@@ -452,7 +452,7 @@ def fit_t1(
                     yv[:, sel], ti_c, magnitude, x_grid
                 )
         t1 = t1_from_fit(a, b, t1s)
-        sst = np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
+        r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
         good = np.isfinite(t1) & (t1 >= lo) & (t1 <= hi) & np.isfinite(rss)
         if magnitude:
             good &= a > 0
@@ -469,5 +469,5 @@ def fit_t1(
         t1_star_ms=scatter(t1s, np.nan, np.float64),
         residual=scatter(np.sqrt(rss / k), np.nan, np.float64),
         null_index=scatter(pnull, -1, np.int64),
-        r_squared=scatter(1.0 - rss / sst, np.nan, np.float64),
+        r_squared=scatter(r2, np.nan, np.float64),
     )
