@@ -294,7 +294,8 @@ def _coarse_energy(y: np.ndarray, ti: np.ndarray, signs: np.ndarray, t1s_grid: n
 def _fit_block(
     y: np.ndarray, ti: np.ndarray, magnitude: bool, x_grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit y (K, n), sorted by TI along axis 0; ti is (K, 1) (shared) or (K, n). Returns a, b, t1*, rss, p."""
+    """Fit y (K, n), sorted by TI along axis 0; ti is (K, 1) (shared) or (K, n). Returns a, b, t1*, rss, p
+    of the best polarity candidate and T1 (ms; for magnitude data averaged over the two best)."""
     k, n = y.shape
     dx = float(x_grid[1] - x_grid[0])
     n_pol = k if magnitude else 1  # candidate p = K (all negative) is the global sign flip of p = 0
@@ -304,7 +305,7 @@ def _fit_block(
     best = np.take_along_axis(energy, gi.T[..., None], axis=-1)[..., 0].T
     x_lim = (float(x_grid[0]) - 2.0, float(x_grid[-1]) + 2.0)
     order = np.argsort(-best, axis=0)
-    out = None
+    cands = []
     cols = np.arange(n)
     for c in range(min(2, n_pol)):  # refine the two best polarity candidates
         p = order[c]
@@ -321,13 +322,25 @@ def _fit_block(
         else:
             p = np.count_nonzero(a[None, :] - b[None, :] * _decay(ti, x) < 0, axis=0)
             physical = b / a > 1.0
-        cand = (a, b, np.exp(x), f, p, physical)
-        if out is None:
-            out = cand
-        else:  # prefer a physically valid candidate (T1 > 0, A > 0), then the smaller residual
-            better = (cand[5] & ~out[5]) | ((cand[5] == out[5]) & (cand[3] < out[3]))
-            out = tuple(np.where(better, new, old) for new, old in zip(cand, out, strict=True))
-    return out[:5]
+        cands.append((a, b, np.exp(x), f, p, physical))
+    best = cands[0]
+    if len(cands) == 2:  # prefer a physically valid candidate (T1 > 0, A > 0), then the smaller residual
+        other = cands[1]
+        swap = (other[5] & ~best[5]) | ((other[5] == best[5]) & (other[3] < best[3]))
+        best, other = (tuple(np.where(swap, o, b_) for o, b_ in zip(first, second, strict=True))
+                       for first, second in ((other, best), (best, other)))
+    t1 = t1_from_fit(*best[:3])
+    if len(cands) == 2:
+        # A sample near the null fits either sign about equally well, and taking the better one biases
+        # T1 (the sign follows the noise). Average the two polarities' T1 with their likelihood weights
+        # exp(-(RSS_2 - RSS_1) / 2 sigma^2), sigma^2 from the block's median residual (model averaging).
+        rss_b = best[3][np.isfinite(best[3])]
+        sigma2 = max(float(np.median(rss_b)) / max(k - 3, 1), 1e-300) if rss_b.size else 1e-300
+        t1_o = t1_from_fit(*other[:3])
+        w = np.where(best[5] & other[5] & np.isfinite(t1_o) & np.isfinite(t1),
+                     np.exp(-np.clip((other[3] - best[3]) / (2.0 * sigma2), 0.0, 700.0)), 0.0)
+        t1 = (t1 + w * np.nan_to_num(t1_o)) / (1.0 + w)
+    return (*best[:5], t1)
 
 
 def fit_t1(
@@ -431,6 +444,7 @@ def fit_t1(
     a = np.full(nv, np.nan)
     b = np.full(nv, np.nan)
     t1s = np.full(nv, np.nan)
+    t1 = np.full(nv, np.nan)
     rss = np.full(nv, np.nan)
     pnull = np.full(nv, -1, dtype=np.int64)
     step = max(1, int(chunk_pixels))
@@ -448,10 +462,9 @@ def fit_t1(
             for s in range(0, members.size, step):
                 sel = members[s : s + step]
                 ti_c = tiv[:, sel] if ti_shared is None else ti_shared
-                a[sel], b[sel], t1s[sel], rss[sel], pnull[sel] = _fit_block(
+                a[sel], b[sel], t1s[sel], rss[sel], pnull[sel], t1[sel] = _fit_block(
                     yv[:, sel], ti_c, magnitude, x_grid
                 )
-        t1 = t1_from_fit(a, b, t1s)
         r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
         good = np.isfinite(t1) & (t1 >= lo) & (t1 <= hi) & np.isfinite(rss)
         if magnitude:

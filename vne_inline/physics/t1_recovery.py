@@ -1,0 +1,191 @@
+"""T1 fit with the recovery between inversions modelled: every sample of every inversion is used, the
+later inversions starting from the magnetisation that the readouts and the recovery beats left
+(pure numpy, vectorised over pixels).
+
+Model (continuous-readout Look-Locker, Deichmann & Haase, JMR 1992;96:608-612; the inversion-group
+view of MOLLI, in which each inversion has its own starting magnetisation but all share A and T1*,
+Sussman & Wintersperger, Magn Reson Imaging 2019;62:38-45). During the readouts of inversion j the
+signal is ``S_j(t) = A - B_j exp(-t/T1*)`` (t: time since inversion j). The first inversion starts from
+equilibrium, ``B_1 = B``, and ``T1 = T1* (B/A - 1)`` is the Look-Locker corrected T1 (the apparent T1
+of a fully recovered MOLLI-type experiment). Unlike the inversion-group fit, the later B_j are not
+free: with ``mu_j`` the longitudinal magnetisation before inversion j (units of M0),
+
+    B_j = A + (B - A) mu_j,     mu_1 = 1,
+    mu_{j+1} = 1 - (1 - z_j) exp(-gap_j d / T1),    z_j = d S_j(t_last) / (B - A),
+
+i.e. free T1 recovery (true T1 = T1 / d, d the inversion efficiency) over the `gap_j` from the last
+readout of inversion j to inversion j + 1, starting from the signal of that readout. So a sample after
+an incomplete recovery (ShMOLLI's later inversions, MOLLI at long T1 or fast heart rates) adds
+information instead of bias, with three parameters per pixel as in the standard fit. Which samples
+are used never depends on the fitted T1.
+
+Fit: Levenberg-Marquardt (analytic Jacobian through the recursion) on |S| for magnitude data or S
+for signed data, started from the better (smaller residual under this model) of two standard
+three-parameter fits (:func:`vne_inline.physics.t1.fit_t1`): of all samples, and of the first
+inversion's samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit, fit_t1
+
+__all__ = ["recovery_model", "fit_t1_recovery"]
+
+_X_LIMITS = (np.log(5.0), np.log(20000.0))  # ln T1* (ms)
+_R_LIMITS = (-3.0, 3.0)  # ln(B/A - 1) = ln(T1/T1*)
+
+
+def recovery_model(
+    a: np.ndarray, x: np.ndarray, r: np.ndarray, ti_ms: np.ndarray, groups: np.ndarray, gaps_ms: np.ndarray,
+    inversion_efficiency: float = INVERSION_EFFICIENCY, jacobian: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Signed signal (K, n) for parameters A, ln T1*, ln(T1/T1*) (each (n,)); `ti_ms` (K,) time since
+    each sample's own inversion, `groups` (K,) inversion index 0.. in acquisition order, `gaps_ms`
+    (J - 1,) from each inversion's last readout to the next inversion. With `jacobian`, also
+    d S / d (A, x, r) as (3, K, n)."""
+    d = float(inversion_efficiency)
+    ti = np.asarray(ti_ms, dtype=np.float64)[:, None]
+    inv_ts = np.exp(-x)
+    e = np.exp((-ti * inv_ts).astype(np.float32)).astype(np.float64)  # (K, n)
+    er, emr = np.exp(r), np.exp(-r)
+    g = np.empty_like(e)
+    gx = np.empty_like(e) if jacobian else None
+    gr = np.empty_like(e) if jacobian else None
+    mu, mux, mur = np.ones_like(x), np.zeros_like(x), np.zeros_like(x)
+    n_groups = int(groups.max()) + 1
+    for j in range(n_groups):
+        k = np.flatnonzero(groups == j)
+        c = 1.0 + er * mu
+        g[k] = 1.0 - c * e[k]
+        if jacobian:
+            gx[k] = -(er * mux) * e[k] - c * e[k] * ti[k] * inv_ts
+            gr[k] = -(er * (mu + mur)) * e[k]
+        if j + 1 < n_groups:
+            last = k[np.argmax(ti[k, 0])]
+            z = d * g[last] * emr
+            w = float(gaps_ms[j]) * d * inv_ts * emr
+            q = np.exp(-w)
+            if jacobian:
+                zx, zr = d * emr * gx[last], d * emr * (gr[last] - g[last])
+                mux = zx * q - (1.0 - z) * q * w
+                mur = zr * q - (1.0 - z) * q * w
+            mu = 1.0 - (1.0 - z) * q
+    s = a * g
+    if not jacobian:
+        return s, None
+    return s, np.stack([g, a * gx, a * gr])
+
+
+def _residual(y, a, x, r, ti, groups, gaps, d, magnitude, jacobian):
+    s, jac = recovery_model(a, x, r, ti, groups, gaps, d, jacobian)
+    if magnitude:
+        sign = np.where(s < 0, -1.0, 1.0)
+        s = s * sign
+        if jac is not None:
+            jac = jac * sign
+    res = y - s
+    return np.einsum("kn,kn->n", res, res), res, jac
+
+
+def fit_t1_recovery(
+    images: np.ndarray,
+    ti_ms: np.ndarray,
+    groups: np.ndarray,
+    gaps_ms: np.ndarray,
+    magnitude: bool = True,
+    mask: np.ndarray | None = None,
+    t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
+    inversion_efficiency: float = INVERSION_EFFICIENCY,
+    n_iter: int = 12,
+) -> T1Fit:
+    """Fit the recovery model to images (K, ...) in acquisition order; returns a :class:`T1Fit` whose
+    `t1_ms` is T1* (B/A - 1) of the first inversion (ms), `b` the first inversion's B.
+
+    ti_ms (K,), groups (K,) and gaps_ms (J - 1,) as in :func:`recovery_model`; the first inversion
+    needs >= 3 images. Other arguments as in :func:`~vne_inline.physics.t1.fit_t1`.
+    """
+    y_all = np.asarray(images, dtype=np.float64)
+    ti = np.asarray(ti_ms, dtype=np.float64).reshape(-1)
+    groups = np.asarray(groups, dtype=np.int64).reshape(-1)
+    gaps = np.asarray(gaps_ms, dtype=np.float64).reshape(-1)
+    k = y_all.shape[0] if y_all.ndim else 0
+    if ti.size != k or groups.size != k:
+        raise ValueError(f"ti_ms and groups need one entry per image (K={k}), got {ti.size} and {groups.size}")
+    n_groups = int(groups.max()) + 1 if k else 0
+    if k == 0 or groups[0] != 0 or np.any(np.diff(groups) < 0) or np.any(np.diff(groups) > 1):
+        raise ValueError(f"groups must be 0, 0, .., 1, .. in acquisition order, got {groups.tolist()}")
+    if gaps.size != n_groups - 1 or not np.all(np.isfinite(gaps) & (gaps >= 0)):
+        raise ValueError(f"need {n_groups - 1} non-negative gaps between inversions, got {gaps.tolist()}")
+    first = groups == 0
+    if np.count_nonzero(first) < 3:
+        raise ValueError("the recovery-model fit needs >= 3 images of the first inversion")
+    lo, hi = (float(v) for v in t1_bounds_ms)
+    trailing = y_all.shape[1:]
+    n = int(np.prod(trailing, dtype=np.int64))
+    pooled = fit_t1(y_all, ti, magnitude, mask, t1_bounds_ms=(1.0, 1e5))
+    start1 = fit_t1(y_all[first], ti[first], magnitude, mask, t1_bounds_ms=(1.0, 1e5))
+    y = y_all.reshape(k, n)
+    finite = np.all(np.isfinite(y), axis=0)
+    if mask is not None:
+        finite &= np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
+    idx = np.flatnonzero(finite & (pooled.valid.reshape(n) | start1.valid.reshape(n)))
+    yv = y[:, idx]
+    d = float(inversion_efficiency)
+    args = (ti, groups, gaps, d, magnitude)
+
+    def params(f: T1Fit):
+        a, b, ts = (np.asarray(v).reshape(n)[idx] for v in (f.a, f.b, f.t1_star_ms))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.clip(np.nan_to_num(np.log(ts), nan=np.log(500.0)), *_X_LIMITS)
+            r = np.clip(np.nan_to_num(np.log(b / a - 1.0), nan=0.0), *_R_LIMITS)
+        return np.nan_to_num(a, nan=0.0), x, r
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        cands = [params(pooled), params(start1)]
+        costs = [_residual(yv, *c, *args, jacobian=False)[0] for c in cands]
+        use1 = costs[1] < costs[0]
+        a, x, r = (np.where(use1, c1, c0) for c0, c1 in zip(*cands, strict=True))
+        rss, res, jac = _residual(yv, a, x, r, *args, jacobian=True)
+        lam = np.full(idx.size, 1e-3)
+        for _ in range(n_iter):
+            jtj = np.einsum("pkn,qkn->npq", jac, jac)
+            jtr = np.einsum("pkn,kn->np", jac, res)
+            diag = np.einsum("npp->np", jtj)
+            h = jtj + (lam[:, None] * diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30))[:, :, None] * np.eye(3)
+            ok_h = np.all(np.isfinite(h), axis=(1, 2)) & np.all(np.isfinite(jtr), axis=1)
+            step = np.zeros((idx.size, 3))
+            if ok_h.any():
+                step[ok_h] = np.linalg.solve(h[ok_h], jtr[ok_h][:, :, None])[:, :, 0]
+            at = a + step[:, 0]
+            xt = np.clip(x + np.clip(step[:, 1], -1.0, 1.0), *_X_LIMITS)
+            rt = np.clip(r + np.clip(step[:, 2], -1.0, 1.0), *_R_LIMITS)
+            rss_t, res_t, jac_t = _residual(yv, at, xt, rt, *args, jacobian=True)
+            better = np.isfinite(rss_t) & (rss_t < rss)
+            a, x, r, rss = (np.where(better, new, old) for new, old in ((at, a), (xt, x), (rt, r), (rss_t, rss)))
+            res = np.where(better, res_t, res)
+            jac = np.where(better, jac_t, jac)
+            lam = np.where(better, lam / 3.0, lam * 4.0)
+        t1 = np.exp(x + r)
+        b = a * (1.0 + np.exp(r))
+        s, _ = recovery_model(a, x, r, ti, groups, gaps, d)
+        order = np.argsort(ti, kind="stable")
+        p_null = np.count_nonzero(s[order] < 0, axis=0)
+        r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
+        good = np.isfinite(t1) & (t1 >= lo) & (t1 <= hi) & np.isfinite(rss) & (a > 0 if magnitude else a != 0)
+
+    def scatter(values, fill, dtype):
+        out = np.full(n, fill, dtype=dtype)
+        out[idx[good]] = values[good]
+        return out.reshape(trailing)
+
+    return T1Fit(
+        t1_ms=scatter(t1, np.nan, np.float64),
+        a=scatter(a, np.nan, np.float64),
+        b=scatter(b, np.nan, np.float64),
+        t1_star_ms=scatter(np.exp(x), np.nan, np.float64),
+        residual=scatter(np.sqrt(rss / k), np.nan, np.float64),
+        null_index=scatter(p_null, -1, np.int64),
+        r_squared=scatter(r2, np.nan, np.float64),
+    )
