@@ -301,17 +301,18 @@ def _fit_block(
     n_pol = k if magnitude else 1  # candidate p = K (all negative) is the global sign flip of p = 0
     signs = np.where(np.arange(k)[None, :] < np.arange(n_pol)[:, None], -1.0, 1.0)  # (P, K)
     energy = _coarse_energy(y, ti, signs, np.exp(x_grid))  # (n, P, G)
-    gi = np.argmax(energy, axis=-1).T  # (P, n)
-    best = np.take_along_axis(energy, gi.T[..., None], axis=-1)[..., 0].T
+    gi = np.argmax(energy, axis=-1)  # (n, P)
+    best = energy.max(axis=-1)
+    del energy
     x_lim = (float(x_grid[0]) - 2.0, float(x_grid[-1]) + 2.0)
-    order = np.argsort(-best, axis=0)
     cands = []
     cols = np.arange(n)
-    for c in range(min(2, n_pol)):  # refine the two best polarity candidates
-        p = order[c]
+    for _ in range(min(2, n_pol)):  # refine the two best polarity candidates
+        p = np.argmax(best, axis=1)
+        best[cols, p] = -np.inf
         sign = np.where(np.arange(k)[:, None] < p[None, :], -1.0, 1.0)
         ys = sign * y
-        x = _refine(ys, ti, x_grid[gi[p, cols]], dx, x_lim)
+        x = _refine(ys, ti, x_grid[gi[cols, p]], dx, x_lim)
         f, a, b = _projection(ys, _decay(ti, x))
         if magnitude:
             flip = (p == 0) & (a < 0)  # all images negative: null after the last TI

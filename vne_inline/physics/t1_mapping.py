@@ -37,8 +37,9 @@ __all__ = ["T1Map", "METHODS", "fit_t1_map", "signal_mask", "signed_from_phase",
 METHODS = ("auto", "standard", "recovery")
 
 #: Pixels whose brightest IR image is below this fraction of the image's 99th percentile are not fitted
-#: (air, lung): they would give noise-driven T1 values.
-SIGNAL_FRACTION = 0.1
+#: (air, most of the lung): they would give noise-driven T1 values. The synthetic exams' maps use the
+#: same fraction, so fitted maps and theirs cover the same pixels.
+SIGNAL_FRACTION = 0.12
 
 
 @dataclass(frozen=True)
