@@ -142,7 +142,7 @@ def test_ti_order_with_a_named_scheme_equals_scanner_order():
     with pytest.raises(ValueError, match="unknown T1 sampling scheme"):
         fit_t1_map(np.abs(s), ti, scheme="molli-9(9)9")
     with pytest.raises(ValueError, match="has 8 images"):
-        fit_t1_map(np.abs(s), ti, scheme="molli-5(3)3")
+        fit_t1_map(np.abs(s), ti, scheme="molli-533")
     with pytest.raises(ValueError, match="method"):
         fit_t1_map(np.abs(s), ti, method="best")
 

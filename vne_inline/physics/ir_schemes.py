@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vne_inline.physics.ir_sampling import SCHEME_LABELS
+from vne_inline.physics.ir_sampling import SCHEMES as _SAMPLING_SCHEMES
+from vne_inline.physics.t1 import MOLLI_TI0_MS, MOLLI_TI_STEP_MS
+
 __all__ = ["IRScheme", "SCHEMES", "MOLLI_53", "MOLLI_335", "SHMOLLI", "MIN_RR_MS", "inversion_groups",
            "scheme_for_groups", "estimate_rr_ms"]
 
@@ -71,16 +75,13 @@ class IRScheme:
         return (r + 1.0) * float(rr_ms) - np.asarray(first_ti_ms, dtype=np.float64)[1:]
 
 
-MOLLI_53 = IRScheme("MOLLI 5(3)3", (5, 3), (3,))
-MOLLI_335 = IRScheme("MOLLI 3(3)3(3)5", (3, 3, 5), (3, 3))
-SHMOLLI = IRScheme("ShMOLLI 5(1)1(1)1", (5, 1, 1), (1, 1))
-
-#: Known schemes by name; short aliases accepted by :func:`scheme_by_name` users (CLI, core property).
+#: Known schemes, by the keys of :data:`vne_inline.physics.ir_sampling.SCHEMES` (``shmolli``,
+#: ``molli-533``, ``molli-3335``), which defines their readouts and recovery beats.
 SCHEMES: dict[str, IRScheme] = {
-    "molli-5(3)3": MOLLI_53,
-    "molli-3(3)3(3)5": MOLLI_335,
-    "shmolli": SHMOLLI,
+    key: IRScheme(SCHEME_LABELS[key], s.readouts, s.recovery_beats, MOLLI_TI0_MS, MOLLI_TI_STEP_MS)
+    for key, s in _SAMPLING_SCHEMES.items()
 }
+MOLLI_53, MOLLI_335, SHMOLLI = SCHEMES["molli-533"], SCHEMES["molli-3335"], SCHEMES["shmolli"]
 
 
 def inversion_groups(ti_ms_in_order: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ class T1Map:
 
 
 def resolve_scheme(scheme: str | IRScheme | None) -> IRScheme | None:
-    """A scheme from its name (``molli-5(3)3``, ``molli-3(3)3(3)5``, ``shmolli``), None for auto."""
+    """A scheme from its name (``shmolli``, ``molli-533``, ``molli-3335``), None for auto."""
     if scheme is None or isinstance(scheme, IRScheme):
         return scheme
     key = str(scheme).strip().lower()
