@@ -35,6 +35,7 @@ __all__ = ["recovery_model", "fit_t1_recovery"]
 
 _X_LIMITS = (np.log(5.0), np.log(20000.0))  # ln T1* (ms)
 _R_LIMITS = (-3.0, 3.0)  # ln(B/A - 1) = ln(T1/T1*)
+_START_GRID = 48  # T1* grid of the starting fits
 
 
 def recovery_model(
@@ -76,6 +77,21 @@ def recovery_model(
     if not jacobian:
         return s, None
     return s, np.stack([g, a * gx, a * gr])
+
+
+def _solve3(h: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Solve the symmetric 3x3 systems h (n, 3, 3) x = g (n, 3) by the adjugate; 0 where singular."""
+    a, b, c = h[:, 0, 0], h[:, 0, 1], h[:, 0, 2]
+    e, f, i = h[:, 1, 1], h[:, 1, 2], h[:, 2, 2]
+    adj = np.stack([e * i - f * f, c * f - b * i, b * f - c * e,
+                    a * i - c * c, b * c - a * f, a * e - b * b])  # (6, n): 00 01 02 11 12 22
+    det = a * adj[0] + b * adj[1] + c * adj[2]
+    ok = np.isfinite(det) & (np.abs(det) > 1e-300)
+    inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    g0, g1, g2 = g[:, 0], g[:, 1], g[:, 2]
+    return np.stack([adj[0] * g0 + adj[1] * g1 + adj[2] * g2,
+                     adj[1] * g0 + adj[3] * g1 + adj[4] * g2,
+                     adj[2] * g0 + adj[4] * g1 + adj[5] * g2], axis=1) * inv_det[:, None]
 
 
 def _residual(y, a, x, r, ti, groups, gaps, d, magnitude, jacobian):
@@ -124,8 +140,11 @@ def fit_t1_recovery(
     lo, hi = (float(v) for v in t1_bounds_ms)
     trailing = y_all.shape[1:]
     n = int(np.prod(trailing, dtype=np.int64))
-    pooled = fit_t1(y_all, ti, magnitude, mask, t1_bounds_ms=(1.0, 1e5))
-    start1 = fit_t1(y_all[first], ti[first], magnitude, mask, t1_bounds_ms=(1.0, 1e5))
+    # starting points: the best point of a coarse grid is enough, Levenberg-Marquardt refines
+    pooled = fit_t1(y_all, ti, magnitude, mask, t1_bounds_ms=(1.0, 1e5), n_grid=_START_GRID,
+                  refine=False)
+    start1 = fit_t1(y_all[first], ti[first], magnitude, mask, t1_bounds_ms=(1.0, 1e5), n_grid=_START_GRID,
+                  refine=False)
     y = y_all.reshape(k, n)
     finite = np.all(np.isfinite(y), axis=0)
     if mask is not None:
@@ -149,24 +168,31 @@ def fit_t1_recovery(
         a, x, r = (np.where(use1, c1, c0) for c0, c1 in zip(*cands, strict=True))
         rss, res, jac = _residual(yv, a, x, r, *args, jacobian=True)
         lam = np.full(idx.size, 1e-3)
+        active = np.arange(idx.size)  # pixels still moving; converged ones drop out
         for _ in range(n_iter):
-            jtj = np.einsum("pkn,qkn->npq", jac, jac)
-            jtr = np.einsum("pkn,kn->np", jac, res)
+            if active.size == 0:
+                break
+            ja, ra = jac[:, :, active], res[:, active]
+            jtj = np.einsum("pkn,qkn->npq", ja, ja)
+            jtr = np.einsum("pkn,kn->np", ja, ra)
             diag = np.einsum("npp->np", jtj)
-            h = jtj + (lam[:, None] * diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30))[:, :, None] * np.eye(3)
-            ok_h = np.all(np.isfinite(h), axis=(1, 2)) & np.all(np.isfinite(jtr), axis=1)
-            step = np.zeros((idx.size, 3))
-            if ok_h.any():
-                step[ok_h] = np.linalg.solve(h[ok_h], jtr[ok_h][:, :, None])[:, :, 0]
-            at = a + step[:, 0]
-            xt = np.clip(x + np.clip(step[:, 1], -1.0, 1.0), *_X_LIMITS)
-            rt = np.clip(r + np.clip(step[:, 2], -1.0, 1.0), *_R_LIMITS)
-            rss_t, res_t, jac_t = _residual(yv, at, xt, rt, *args, jacobian=True)
-            better = np.isfinite(rss_t) & (rss_t < rss)
-            a, x, r, rss = (np.where(better, new, old) for new, old in ((at, a), (xt, x), (rt, r), (rss_t, rss)))
-            res = np.where(better, res_t, res)
-            jac = np.where(better, jac_t, jac)
-            lam = np.where(better, lam / 3.0, lam * 4.0)
+            damp = lam[active, None] * diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30)
+            step = np.nan_to_num(_solve3(jtj + damp[:, :, None] * np.eye(3), jtr), nan=0.0, posinf=0.0, neginf=0.0)
+            at = a[active] + step[:, 0]
+            xt = np.clip(x[active] + np.clip(step[:, 1], -1.0, 1.0), *_X_LIMITS)
+            rt = np.clip(r[active] + np.clip(step[:, 2], -1.0, 1.0), *_R_LIMITS)
+            rss_t, res_t, jac_t = _residual(yv[:, active], at, xt, rt, *args, jacobian=True)
+            old = rss[active]
+            better = np.isfinite(rss_t) & (rss_t < old)
+            moved = better.copy()
+            sel = active[better]
+            a[sel], x[sel], r[sel], rss[sel] = at[better], xt[better], rt[better], rss_t[better]
+            res[:, sel] = res_t[:, better]
+            jac[:, :, sel] = jac_t[:, :, better]
+            lam[active] = np.where(better, lam[active] / 3.0, lam[active] * 4.0)
+            # converged: an accepted step that changed the RSS by < 1e-4 relative, or damping exhausted
+            done = (moved & (old - rss_t <= 1e-4 * old)) | (lam[active] > 1e6)
+            active = active[~done]
         t1 = np.exp(x + r)
         b = a * (1.0 + np.exp(r))
         s, _ = recovery_model(a, x, r, ti, groups, gaps, d)
