@@ -149,3 +149,36 @@ def test_replay_without_maps_matches_the_replay_with_them(exam, tmp_path):
         both = (fitted.pixels > 0) & (scanner.pixels > 0)
         assert both.mean() > 0.3
         assert np.median(np.abs(fitted.pixels[both] / scanner.pixels[both] - 1)) < 0.01
+
+
+# ---------------------------------------------------------------------------- offline command
+def test_cli_t1map_writes_maps_goodness_and_png(tmp_path):
+    from typer.testing import CliRunner
+
+    from vne_inline.cli.app import app
+    from vne_inline.io.mrd_file import read_file, write_file
+
+    source = tmp_path / "ir.h5"
+    write_file(source, T1_HEADER, _ir_only())
+    out = tmp_path / "t1.h5"
+    result = CliRunner().invoke(app, ["t1map", str(source), "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "T1 maps of ir.h5" in result.output and "three-parameter fit" in result.output
+    groups = read_file(out).groups
+    assert sorted(groups) == ["image_1098", "image_2098", "image_98"]
+    maps, r2, invalid = groups["image_98"], groups["image_1098"], groups["image_2098"]
+    assert len(maps) == len(r2) == len(invalid) == 2
+    for m, q, bad in zip(maps, r2, invalid, strict=True):
+        assert classify(m) is Role.T1MAP and classify(q) is Role.OTHER and classify(bad) is Role.OTHER
+        assert np.median(m.pixels[m.pixels > 0]) == pytest.approx(960.0, rel=0.01)
+        assert np.all((q.pixels > 0.999) == (bad.pixels == 0))
+    png = out.with_suffix(".png")
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a file without IR images: a clear error, exit 1, nothing written
+    cine = tmp_path / "cine.h5"
+    write_file(cine, CINE_HEADER, cine_records())
+    result = CliRunner().invoke(app, ["t1map", str(cine), "--out", str(tmp_path / "none.h5")])
+    assert result.exit_code == 1 and "no IR-weighted images" in result.output
+    assert not (tmp_path / "none.h5").exists()
+    result = CliRunner().invoke(app, ["t1map", str(source), "--out", str(out), "--scheme", "molli-9"])
+    assert result.exit_code == 2 and "unknown T1 sampling scheme" in result.output

@@ -9,6 +9,7 @@ from vne_inline.cli import (  # noqa: F401  (each module registers its commands 
     inline_cmds,
     prepare_cmds,
     server_cmds,
+    t1map_cmds,
     train_cmds,
 )
 from vne_inline.cli.app import app

@@ -22,12 +22,15 @@ from vne_inline.core.roles import inversion_time_ms
 from vne_inline.io.records import ImageRecord, MetaValue
 from vne_inline.physics.t1_mapping import T1Map, fit_t1_map
 
-__all__ = ["FittedT1", "fit_slice", "map_record", "DEFAULT_T1_SERIES", "T1_WINDOW_MS"]
+__all__ = ["FittedT1", "fit_slice", "map_record", "quality_records", "DEFAULT_T1_SERIES", "T1_WINDOW_MS",
+           "R2_ROLE", "INVALID_ROLE"]
 
 #: Default `image_series_index` of fitted T1 maps (next to the VNE's default 99).
 DEFAULT_T1_SERIES = 98
 #: Display window (centre, width) in ms: native myocardium to blood at 1.5 and 3 T.
 T1_WINDOW_MS = (1300.0, 1800.0)
+#: DataRole of the goodness-of-fit (R^2) and invalid-pixel images (classified ``other``, never inputs).
+R2_ROLE, INVALID_ROLE = "T1FitR2", "T1FitInvalid"
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,22 @@ def map_record(fit: T1Map, like: ImageRecord, series_index: int) -> ImageRecord:
     return ImageRecord(data=fit.t1_ms.astype(np.float32)[None, None], head=head, meta=meta)
 
 
+def quality_records(fit: T1Map, t1_map: ImageRecord) -> list[ImageRecord]:
+    """The fit's R^2 (float32, 0 where invalid; series + 1000) and invalid-pixel mask (uint16, 1 = invalid;
+    series + 2000) on the map's slice, tagged so that no role rule takes them for IR images or maps."""
+    out = []
+    for offset, role, data, description in ((1000, R2_ROLE, fit.r_squared.astype(np.float32), "R2"),
+                                            (2000, INVALID_ROLE, fit.invalid.astype(np.uint16), "INVALID")):
+        head = derived_header(t1_map.head, fit.t1_ms.shape, (t1_map.series_index + offset) % 65536)
+        meta: dict[str, MetaValue] = {"GADGETRON_DataRole": role, "DataRole": role,
+                                      "GADGETRON_SeqDescription": f"T1FIT_{description}",
+                                      "GADGETRON_ImageComment": f"{fit.comment}: {description}"}
+        out.append(ImageRecord(data=data[None, None], head=head, meta=meta))  # data type follows the data
+    return out
+
+
 def fit_slice(ir_images: Sequence[ImageRecord], series_index: int = DEFAULT_T1_SERIES,
-              scheme: str | None = None) -> FittedT1:
+              scheme: str | None = None, method: str = "auto", min_r_squared: float = 0.0) -> FittedT1:
     """Fit the map of one slice from its IR images in the order sent (ValueError with the reason when
     they cannot be fitted: fewer than 3, no TI, mixed shapes, unknown scheme)."""
     if len(ir_images) < 3:
@@ -83,7 +100,8 @@ def fit_slice(ir_images: Sequence[ImageRecord], series_index: int = DEFAULT_T1_S
         raise ValueError(f"IR images of one slice mix shapes {sorted(shapes)}")
     started = time.perf_counter()
     data = np.stack([r.pixels for r in ir_images])
-    fit = fit_t1_map(data, np.asarray(ti, dtype=np.float64), scheme=scheme)
+    fit = fit_t1_map(data, np.asarray(ti, dtype=np.float64), scheme=scheme, method=method,
+                     min_r_squared=min_r_squared)
     if fit.invalid.all():
         raise ValueError("no pixel of the IR images could be fitted")
     record = map_record(fit, ir_images[0], series_index)

@@ -105,6 +105,68 @@ def _residual(y, a, x, r, ti, groups, gaps, d, magnitude, jacobian):
     return np.einsum("kn,kn->n", res, res), res, jac
 
 
+def _levenberg_marquardt(y, a, x, r, args, n_iter):
+    """Levenberg-Marquardt on the pixels of y (K, n) from (A, ln T1*, ln(T1/T1*)); converged pixels
+    (an accepted step changing the RSS by < 1e-4 relative, or damping exhausted) drop out."""
+    a, x, r = a.copy(), x.copy(), r.copy()
+    rss, res, jac = _residual(y, a, x, r, *args, jacobian=True)
+    lam = np.full(a.size, 1e-3)
+    active = np.arange(a.size)
+    for _ in range(n_iter):
+        if active.size == 0:
+            break
+        ja, ra = jac[:, :, active], res[:, active]
+        jtj = np.einsum("pkn,qkn->npq", ja, ja)
+        jtr = np.einsum("pkn,kn->np", ja, ra)
+        diag = np.einsum("npp->np", jtj)
+        damp = lam[active, None] * diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30)
+        step = np.nan_to_num(_solve3(jtj + damp[:, :, None] * np.eye(3), jtr), nan=0.0, posinf=0.0, neginf=0.0)
+        at = a[active] + step[:, 0]
+        xt = np.clip(x[active] + np.clip(step[:, 1], -1.0, 1.0), *_X_LIMITS)
+        rt = np.clip(r[active] + np.clip(step[:, 2], -1.0, 1.0), *_R_LIMITS)
+        rss_t, res_t, jac_t = _residual(y[:, active], at, xt, rt, *args, jacobian=True)
+        old = rss[active]
+        better = np.isfinite(rss_t) & (rss_t < old)
+        sel = active[better]
+        a[sel], x[sel], r[sel], rss[sel] = at[better], xt[better], rt[better], rss_t[better]
+        res[:, sel] = res_t[:, better]
+        jac[:, :, sel] = jac_t[:, :, better]
+        lam[active] = np.where(better, lam[active] / 3.0, lam[active] * 4.0)
+        done = (better & (old - rss_t <= 1e-4 * old)) | (lam[active] > 1e6)
+        active = active[~done]
+    return a, x, r, rss
+
+
+def _average_null_polarity(y, a, x, r, rss, t1, args, n_iter):
+    """T1 averaged over the two polarities of the sample nearest the null.
+
+    A magnitude sample within noise of zero fits either sign about equally well; taking the better one
+    biases T1 (the sign follows the noise). Where the fitted signal of that sample is within 2.5 noise
+    SDs of zero, refit with its sign flipped (signed data, the other samples keeping the fit's signs)
+    and average the two T1 with likelihood weights exp(-(RSS_2 - RSS_1) / 2 sigma^2), sigma^2 from the
+    median residual (model averaging, as :func:`vne_inline.physics.t1.fit_t1` does for its polarities).
+    """
+    ti, groups, gaps, d, _ = args
+    k = y.shape[0]
+    s, _ = recovery_model(a, x, r, ti, groups, gaps, d)
+    sigma2 = max(float(np.median(rss[np.isfinite(rss)])) / max(k - 3, 1), 1e-300) if np.isfinite(rss).any() else 1e-300
+    k0 = np.argmin(np.abs(s), axis=0)
+    cols = np.arange(y.shape[1])
+    amb = np.flatnonzero(np.abs(s[k0, cols]) < 2.5 * np.sqrt(sigma2))
+    if amb.size == 0:
+        return t1
+    signs = np.where(s[:, amb] < 0, -1.0, 1.0)
+    signs[k0[amb], np.arange(amb.size)] *= -1.0
+    signed_args = (ti, groups, gaps, d, False)
+    a2, x2, r2, rss2 = _levenberg_marquardt(signs * y[:, amb], a[amb], x[amb], r[amb], signed_args, n_iter)
+    t1_2 = np.exp(x2 + r2)
+    ok = np.isfinite(t1_2) & np.isfinite(rss2) & (a2 > 0)
+    w = np.where(ok, np.exp(-np.clip((rss2 - rss[amb]) / (2.0 * sigma2), 0.0, 700.0)), 0.0)
+    out = t1.copy()
+    out[amb] = (t1[amb] + w * np.nan_to_num(t1_2)) / (1.0 + w)
+    return out
+
+
 def fit_t1_recovery(
     images: np.ndarray,
     ti_ms: np.ndarray,
@@ -166,34 +228,10 @@ def fit_t1_recovery(
         costs = [_residual(yv, *c, *args, jacobian=False)[0] for c in cands]
         use1 = costs[1] < costs[0]
         a, x, r = (np.where(use1, c1, c0) for c0, c1 in zip(*cands, strict=True))
-        rss, res, jac = _residual(yv, a, x, r, *args, jacobian=True)
-        lam = np.full(idx.size, 1e-3)
-        active = np.arange(idx.size)  # pixels still moving; converged ones drop out
-        for _ in range(n_iter):
-            if active.size == 0:
-                break
-            ja, ra = jac[:, :, active], res[:, active]
-            jtj = np.einsum("pkn,qkn->npq", ja, ja)
-            jtr = np.einsum("pkn,kn->np", ja, ra)
-            diag = np.einsum("npp->np", jtj)
-            damp = lam[active, None] * diag + 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-30)
-            step = np.nan_to_num(_solve3(jtj + damp[:, :, None] * np.eye(3), jtr), nan=0.0, posinf=0.0, neginf=0.0)
-            at = a[active] + step[:, 0]
-            xt = np.clip(x[active] + np.clip(step[:, 1], -1.0, 1.0), *_X_LIMITS)
-            rt = np.clip(r[active] + np.clip(step[:, 2], -1.0, 1.0), *_R_LIMITS)
-            rss_t, res_t, jac_t = _residual(yv[:, active], at, xt, rt, *args, jacobian=True)
-            old = rss[active]
-            better = np.isfinite(rss_t) & (rss_t < old)
-            moved = better.copy()
-            sel = active[better]
-            a[sel], x[sel], r[sel], rss[sel] = at[better], xt[better], rt[better], rss_t[better]
-            res[:, sel] = res_t[:, better]
-            jac[:, :, sel] = jac_t[:, :, better]
-            lam[active] = np.where(better, lam[active] / 3.0, lam[active] * 4.0)
-            # converged: an accepted step that changed the RSS by < 1e-4 relative, or damping exhausted
-            done = (moved & (old - rss_t <= 1e-4 * old)) | (lam[active] > 1e6)
-            active = active[~done]
+        a, x, r, rss = _levenberg_marquardt(yv, a, x, r, args, n_iter)
         t1 = np.exp(x + r)
+        if magnitude and idx.size:
+            t1 = _average_null_polarity(yv, a, x, r, rss, t1, args, n_iter)
         b = a * (1.0 + np.exp(r))
         s, _ = recovery_model(a, x, r, ti, groups, gaps, d)
         order = np.argsort(ti, kind="stable")
