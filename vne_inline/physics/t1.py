@@ -353,7 +353,7 @@ def fit_t1(
     mask: np.ndarray | None = None,
     t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
     n_grid: int = 64,
-    chunk_pixels: int = 8192,
+    chunk_pixels: int = 1024,
     refine: bool = True,
 ) -> T1Fit:
     """Fit S(TI) = A - B exp(-TI/T1*) per pixel and return the Look-Locker corrected T1 (ms).

@@ -18,7 +18,10 @@ Each map comes with R^2, the RMS residual and a mask of invalid pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -40,6 +43,8 @@ METHODS = ("auto", "standard", "recovery")
 #: (air, most of the lung): they would give noise-driven T1 values. The synthetic exams' maps use the
 #: same fraction, so fitted maps and theirs cover the same pixels.
 SIGNAL_FRACTION = 0.12
+#: Fewer pixels than this per thread are not worth a thread.
+_MIN_THREAD_PIXELS = 4096
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,23 @@ def signed_from_phase(magnitude: np.ndarray, phase_rad: np.ndarray, ti_ms: np.nd
     return mag * np.where(np.cos(ph - ref) < 0, -1.0, 1.0)
 
 
+def _in_threads(fit: Callable[[np.ndarray, np.ndarray | None], T1Fit], y: np.ndarray,
+                mask: np.ndarray | None, threads: int | None) -> T1Fit:
+    """`fit(images, mask)` on contiguous pixel blocks in a thread pool, the results joined."""
+    k, trailing = y.shape[0], y.shape[1:]
+    n = int(np.prod(trailing, dtype=np.int64))
+    workers = max(1, min(int(threads or min(os.cpu_count() or 1, 4)), n // _MIN_THREAD_PIXELS))
+    if workers == 1:
+        return fit(y, mask)
+    flat = y.reshape(k, n)
+    m = None if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda lo_hi: fit(flat[:, lo_hi[0]:lo_hi[1]], None if m is None else m[lo_hi[0]:lo_hi[1]]),
+                              zip(bounds[:-1], bounds[1:], strict=True)))
+    return T1Fit(*(np.concatenate([getattr(p, f.name) for p in parts]).reshape(trailing) for f in fields(T1Fit)))
+
+
 def _acquisition_order(ti: np.ndarray, scheme: IRScheme | None) -> tuple[np.ndarray, np.ndarray]:
     """(permutation into acquisition order, inversion index per image in that order)."""
     k = ti.size
@@ -120,6 +142,7 @@ def fit_t1_map(
     mask: np.ndarray | str | None = "auto",
     t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
     min_r_squared: float = 0.0,
+    threads: int | None = None,
 ) -> T1Map:
     """Fit the T1 map of one slice.
 
@@ -130,7 +153,8 @@ def fit_t1_map(
     TI order. method: "auto" (recovery model for ShMOLLI-type sampling, standard otherwise), "standard"
     (three-parameter fit of all images) or "recovery". rr_ms: the RR interval for the gaps between
     inversions (default: from the TIs). mask: "auto" (:func:`signal_mask`), a boolean array or None
-    (all pixels). Pixels with R^2 below `min_r_squared` are marked invalid.
+    (all pixels). Pixels with R^2 below `min_r_squared` are marked invalid. threads: pixel blocks fitted
+    in parallel (numpy releases the GIL in its array loops; default: the CPU count, at most 4).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -167,10 +191,12 @@ def fit_t1_map(
         if rr is None or not rr > 0:
             raise ValueError("cannot tell the RR interval from the TIs; give rr_ms")
         firsts = np.array([ti[groups == j].min() for j in range(groups.max() + 1)])
-        fit: T1Fit = fit_t1_recovery(y, ti, groups, known.gaps_ms(firsts, rr), magnitude, mask, t1_bounds_ms)
+        gaps = known.gaps_ms(firsts, rr)
+        fit = _in_threads(lambda yp, mp: fit_t1_recovery(yp, ti, groups, gaps, magnitude, mp, t1_bounds_ms),
+                          y, mask, threads)
         name = f"recovery-model three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
     else:
-        fit = fit_t1(y, ti, magnitude, mask, t1_bounds_ms)
+        fit = _in_threads(lambda yp, mp: fit_t1(yp, ti, magnitude, mp, t1_bounds_ms), y, mask, threads)
         name = f"three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
     invalid = ~fit.valid
     with np.errstate(invalid="ignore"):

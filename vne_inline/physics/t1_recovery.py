@@ -176,7 +176,7 @@ def fit_t1_recovery(
     mask: np.ndarray | None = None,
     t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
     inversion_efficiency: float = INVERSION_EFFICIENCY,
-    n_iter: int = 12,
+    n_iter: int = 8,
 ) -> T1Fit:
     """Fit the recovery model to images (K, ...) in acquisition order; returns a :class:`T1Fit` whose
     `t1_ms` is T1* (B/A - 1) of the first inversion (ms), `b` the first inversion's B.
