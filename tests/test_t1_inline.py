@@ -102,17 +102,25 @@ def test_fit_slice_errors():
 
 
 # ---------------------------------------------------------------------------- a synthetic exam
-@pytest.fixture(scope="module")
-def exam(tmp_path_factory):
+#: Largest burden difference (points) between the replays without and with the exam's maps. MOLLI: the
+#: synthetic scanner's map is the same standard fit, so only the plumbing may differ. ShMOLLI: the
+#: synthetic scanner fits its own two-parameter model (readout rate known to it); the recovery-model
+#: fit estimates T1* as well and is noisier in blood (docs/t1-mapping.md: up to 2.5 points at FWQM
+#: over six exams).
+BURDEN_TOLERANCE = {"molli-533": 1.0, "shmolli": 3.0}
+
+
+@pytest.fixture(scope="module", params=sorted(BURDEN_TOLERANCE))
+def exam(request, tmp_path_factory):
     from vne_inline.io.mrd_file import read_file, write_file
     from vne_inline.synth.exam import generate_patient
 
     root = tmp_path_factory.mktemp("t1fit-exam")
-    directory = generate_patient(root, seed=0, index=1).directory
+    directory = generate_patient(root, seed=0, index=1, t1_scheme=request.param).directory
     t1 = read_file(directory / "t1map.h5")
     write_file(directory / "t1_ir_only.h5", t1.header_xml,
                [r for r in t1.records() if classify(r) is not Role.T1MAP])
-    return directory
+    return request.param, directory
 
 
 def _replay_burdens(directory, t1_file, store):
@@ -133,22 +141,27 @@ def _replay_burdens(directory, t1_file, store):
     return results[1], {name: patient_burden([s[name] for s in per_slice]) for name in LGE_FRACTIONS}, made
 
 
+@pytest.mark.slow
 def test_replay_without_maps_matches_the_replay_with_them(exam, tmp_path):
-    with_maps, burden_scanner, vne_scanner = _replay_burdens(exam, "t1map.h5", tmp_path / "a")
-    without, burden_fitted, vne_fitted = _replay_burdens(exam, "t1_ir_only.h5", tmp_path / "b")
+    scheme, directory = exam
+    with_maps, burden_scanner, vne_scanner = _replay_burdens(directory, "t1map.h5", tmp_path / "a")
+    without, burden_fitted, vne_fitted = _replay_burdens(directory, "t1_ir_only.h5", tmp_path / "b")
     assert len(vne_scanner) == 3 and len(vne_fitted) == 3
     fitted_maps = _fitted(without.outputs)
     assert len(fitted_maps) == 3 and all(r.t1_fit_ms is not None for r in without.reports)
+    expected = "recovery-model" if scheme == "shmolli" else "three-parameter fit with"
+    assert all(m.meta["ImageComments"].startswith(f"T1 map fitted by vne-inline: {expected}") for m in fitted_maps)
     for name in burden_scanner:
-        assert abs(burden_fitted[name] - burden_scanner[name]) <= 1.0, (name, burden_fitted, burden_scanner)
+        assert abs(burden_fitted[name] - burden_scanner[name]) <= BURDEN_TOLERANCE[scheme], (
+            name, burden_fitted, burden_scanner)
     from vne_inline.io.mrd_file import read_file
 
-    scanner_maps = sorted((r for r in read_file(exam / "t1map.h5").records() if classify(r) is Role.T1MAP),
+    scanner_maps = sorted((r for r in read_file(directory / "t1map.h5").records() if classify(r) is Role.T1MAP),
                           key=lambda r: r.slice)
     for fitted, scanner in zip(sorted(fitted_maps, key=lambda r: r.slice), scanner_maps, strict=True):
         both = (fitted.pixels > 0) & (scanner.pixels > 0)
         assert both.mean() > 0.3
-        assert np.median(np.abs(fitted.pixels[both] / scanner.pixels[both] - 1)) < 0.01
+        assert np.median(np.abs(fitted.pixels[both] / scanner.pixels[both] - 1)) < 0.03
 
 
 # ---------------------------------------------------------------------------- offline command
