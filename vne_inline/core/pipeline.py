@@ -10,7 +10,8 @@ Every adapter (Gadgetron gadget, MRD server, offline replay) is a thin loop::
 
 Per image: classify (:mod:`core.roles`); cine frames are buffered per slice until all announced
 phases are in (else until close) and then written to the per-study store; a T1 slice is complete
-when its map and its IR images are in (the header's announced ``set`` count, else at close), is
+when its map and its IR images are in (the header's announced ``set`` count, else at close; without a
+map from the scanner the core fits one from the IR images, ``t1_maps``), is
 written to the store and gets its VNE: closest cine slice in the store (:func:`find_match`),
 resampled onto the T1 grid, normalised, inferred, emitted. A cine slice that completes later (on
 a later connection) makes the VNE of every still pending T1 slice it matches. Each T1 slice gets at
@@ -360,16 +361,16 @@ class Session:
                 self._ir = [r for r in self._ir if not any(r is x for x in mine)]
                 out += self._finish_t1(m, mine)
         mode = self._config.t1_maps
-        if mode == "off" and final and self._ir and not self._map_seen:
-            self._report(SliceReport(self._ir[0].slice, False, "no T1 map from the scanner and fitting is off (t1_maps=off)"))
-            self._ir = []
-        fit_now = mode == "fit" or (mode == "scanner" and final and not self._map_seen)
-        while self._ir and fit_now:
+        fit_now = mode == "fit" or (mode != "off" and final and not self._map_seen)
+        while self._ir and (fit_now or (mode == "off" and final and not self._map_seen)):
             mine = [r for r in self._ir if same_plane(self._ir[0].geometry, r.geometry)]
             if not final and not (self.n_sets > 1 and len(mine) >= expected):
                 break  # IR images arrive slice by slice: the oldest slice is not complete yet
             self._ir = [r for r in self._ir if not any(r is x for x in mine)]
-            out += self._fit_and_finish(mine)
+            if mode == "off":
+                self._report(SliceReport(mine[0].slice, False, "no T1 map from the scanner and fitting is off (t1_maps=off)"))
+            else:
+                out += self._fit_and_finish(mine)
         return out
 
     def _fit_and_finish(self, ir: list[ImageRecord]) -> list[ImageRecord]:
