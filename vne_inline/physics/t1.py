@@ -292,7 +292,7 @@ def _coarse_energy(y: np.ndarray, ti: np.ndarray, signs: np.ndarray, t1s_grid: n
 
 
 def _fit_block(
-    y: np.ndarray, ti: np.ndarray, magnitude: bool, x_grid: np.ndarray, refine: bool = True
+    y: np.ndarray, ti: np.ndarray, magnitude: bool, x_grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fit y (K, n), sorted by TI along axis 0; ti is (K, 1) (shared) or (K, n). Returns a, b, t1*, rss, p
     of the best polarity candidate and T1 (ms; for magnitude data averaged over the two best)."""
@@ -312,9 +312,7 @@ def _fit_block(
         best[cols, p] = -np.inf
         sign = np.where(np.arange(k)[:, None] < p[None, :], -1.0, 1.0)
         ys = sign * y
-        x = x_grid[gi[cols, p]]
-        if refine:
-            x = _refine(ys, ti, x, dx, x_lim)
+        x = _refine(ys, ti, x_grid[gi[cols, p]], dx, x_lim)
         f, a, b = _projection(ys, _decay(ti, x))
         if magnitude:
             flip = (p == 0) & (a < 0)  # all images negative: null after the last TI
@@ -354,7 +352,6 @@ def fit_t1(
     t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
     n_grid: int = 64,
     chunk_pixels: int = 1024,
-    refine: bool = True,
 ) -> T1Fit:
     """Fit S(TI) = A - B exp(-TI/T1*) per pixel and return the Look-Locker corrected T1 (ms).
 
@@ -368,7 +365,6 @@ def fit_t1(
     as they are.
     mask: boolean, broadcastable to the trailing shape; False pixels are not fitted (NaN).
     t1_bounds_ms: T1 outside [lo, hi] is reported as NaN.
-    refine: False stops at the best grid point (T1* within half a grid step: a starting value).
 
     Method (reduced-dimension least squares as in Barral et al. 2010): for a log-spaced grid of n_grid
     T1* values the model is linear in (A, B), so the residual of every (T1*, polarity) pair follows in
@@ -468,7 +464,7 @@ def fit_t1(
                 sel = members[s : s + step]
                 ti_c = tiv[:, sel] if ti_shared is None else ti_shared
                 a[sel], b[sel], t1s[sel], rss[sel], pnull[sel], t1[sel] = _fit_block(
-                    yv[:, sel], ti_c, magnitude, x_grid, refine
+                    yv[:, sel], ti_c, magnitude, x_grid
                 )
         r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
         good = np.isfinite(t1) & (t1 >= lo) & (t1 <= hi) & np.isfinite(rss)

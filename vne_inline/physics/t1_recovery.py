@@ -20,22 +20,23 @@ information instead of bias, with three parameters per pixel as in the standard 
 are used never depends on the fitted T1.
 
 Fit: Levenberg-Marquardt (analytic Jacobian through the recursion) on |S| for magnitude data or S
-for signed data, started from the better (smaller residual under this model) of two standard
-three-parameter fits (:func:`vne_inline.physics.t1.fit_t1`): of all samples, and of the first
-inversion's samples.
+for signed data, started from the best curve of a grid over T1* and T1/T1* (one matrix product).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit, fit_t1
+from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit
 
 __all__ = ["recovery_model", "fit_t1_recovery"]
 
 _X_LIMITS = (np.log(5.0), np.log(20000.0))  # ln T1* (ms)
 _R_LIMITS = (-3.0, 3.0)  # ln(B/A - 1) = ln(T1/T1*)
-_START_GRID = 48  # T1* grid of the starting fits
+#: Starting grid of the fit: ln T1* (ms) and ln(T1/T1*) (T1*/T1 from about 0.25 to 1.1).
+_START_X = np.linspace(np.log(10.0), np.log(5000.0), 40)
+_START_R = np.linspace(-0.1, 1.4, 12)
+_START_BLOCK = 8192  # pixels per block of the grid search
 
 
 def recovery_model(
@@ -103,6 +104,26 @@ def _residual(y, a, x, r, ti, groups, gaps, d, magnitude, jacobian):
             jac = jac * sign
     res = y - s
     return np.einsum("kn,kn->n", res, res), res, jac
+
+
+def _dictionary_start(y: np.ndarray, args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Starting (A, ln T1*, ln(T1/T1*)) per pixel of y (K, n): the best of a grid of model curves
+    (|curve| for magnitude data, so no polarity search is needed), scored by the normalised
+    projection y . g / |g| with A = y . g / |g|^2 > 0, one matrix product per block of pixels."""
+    ti, groups, gaps, d, magnitude = args
+    xg, rg = (v.ravel() for v in np.meshgrid(_START_X, _START_R, indexing="ij"))
+    g, _ = recovery_model(np.ones_like(xg), xg, rg, ti, groups, gaps, d)  # (K, D)
+    if magnitude:
+        g = np.abs(g)
+    norm = np.sqrt(np.einsum("kd,kd->d", g, g))
+    atoms = (g / norm).astype(np.float32)
+    best = np.empty(y.shape[1], dtype=np.int64)
+    score = np.empty(y.shape[1])
+    for s in range(0, y.shape[1], _START_BLOCK):
+        w = y[:, s:s + _START_BLOCK].T.astype(np.float32) @ atoms  # (n, D)
+        best[s:s + _START_BLOCK] = np.argmax(w, axis=1)
+        score[s:s + _START_BLOCK] = w[np.arange(w.shape[0]), best[s:s + _START_BLOCK]]
+    return score / norm[best], xg[best], rg[best]
 
 
 def _levenberg_marquardt(y, a, x, r, args, n_iter):
@@ -202,32 +223,17 @@ def fit_t1_recovery(
     lo, hi = (float(v) for v in t1_bounds_ms)
     trailing = y_all.shape[1:]
     n = int(np.prod(trailing, dtype=np.int64))
-    # starting points: the best point of a coarse grid is enough, Levenberg-Marquardt refines
-    pooled = fit_t1(y_all, ti, magnitude, mask, t1_bounds_ms=(1.0, 1e5), n_grid=_START_GRID,
-                  refine=False)
-    start1 = fit_t1(y_all[first], ti[first], magnitude, mask, t1_bounds_ms=(1.0, 1e5), n_grid=_START_GRID,
-                  refine=False)
     y = y_all.reshape(k, n)
-    finite = np.all(np.isfinite(y), axis=0)
+    finite = np.all(np.isfinite(y), axis=0) & np.any(y != 0, axis=0)
     if mask is not None:
         finite &= np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
-    idx = np.flatnonzero(finite & (pooled.valid.reshape(n) | start1.valid.reshape(n)))
+    idx = np.flatnonzero(finite)
     yv = y[:, idx]
     d = float(inversion_efficiency)
     args = (ti, groups, gaps, d, magnitude)
 
-    def params(f: T1Fit):
-        a, b, ts = (np.asarray(v).reshape(n)[idx] for v in (f.a, f.b, f.t1_star_ms))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = np.clip(np.nan_to_num(np.log(ts), nan=np.log(500.0)), *_X_LIMITS)
-            r = np.clip(np.nan_to_num(np.log(b / a - 1.0), nan=0.0), *_R_LIMITS)
-        return np.nan_to_num(a, nan=0.0), x, r
-
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        cands = [params(pooled), params(start1)]
-        costs = [_residual(yv, *c, *args, jacobian=False)[0] for c in cands]
-        use1 = costs[1] < costs[0]
-        a, x, r = (np.where(use1, c1, c0) for c0, c1 in zip(*cands, strict=True))
+        a, x, r = _dictionary_start(yv, args)
         a, x, r, rss = _levenberg_marquardt(yv, a, x, r, args, n_iter)
         t1 = np.exp(x + r)
         if magnitude and idx.size:
