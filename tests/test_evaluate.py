@@ -398,3 +398,10 @@ def test_the_without_cine_reading_sends_no_cine(exams, evaluation) -> None:
     assert "VNE without cine" in without.model and "without cine" not in evaluation.model
     for a, b in zip(without.patients, evaluation.patients, strict=True):  # this stand-in ignores the cine
         assert a.burden("VNE", "FWHM") == pytest.approx(b.burden("VNE", "FWHM"))
+
+
+def test_the_domain_check_is_recorded_and_reported(evaluation, tmp_path) -> None:
+    # the stand-in model carries no training-domain description: every VNE is made, tagged "warn", measured
+    assert evaluation.qc_counts() == {"warn": 6}
+    report = write_report(evaluation, tmp_path / "qc", examples=0).read_text()
+    assert "**Input-domain check** of the VNE" in report and "warn 6" in report

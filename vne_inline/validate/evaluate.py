@@ -107,6 +107,7 @@ class SliceResult:
     truth: Truth | None = None
     lge_rois: SliceRois | None = None
     lge_nondiagnostic: str | None = None  # why the LGE is graded non-diagnostic; None: diagnostic
+    qc: str | None = None  # the VNE's input-domain check (VNE_QC: pass, warn, fail); None: not recorded
     burdens: dict[str, dict[str, SliceBurden]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -193,6 +194,14 @@ class Evaluation:
     patients: list[PatientResult]
     skipped: list[str] = field(default_factory=list)
     margin_mm: float = BORDER_MARGIN_MM
+
+    def qc_counts(self) -> dict[str, int]:
+        """How many evaluated slices' VNE the input-domain check rated pass, warn, fail (or not recorded)."""
+        counts: dict[str, int] = {}
+        for p in self.patients:
+            for s in p.slices:
+                counts[s.qc or "not recorded"] = counts.get(s.qc or "not recorded", 0) + 1
+        return counts
 
     @property
     def n_nondiagnostic(self) -> int:
@@ -336,6 +345,7 @@ def evaluate_patient(
                 truth=truth[t1.slice][1] if t1.slice in truth else None,
                 lge_rois=_inner(own, spacing, margin_mm) if own is not None else None,
                 lge_nondiagnostic=nondiagnostic.get(t1.slice),
+                qc=vne[-1].meta_str("VNE_QC"),
             ))
         except ValueError as exc:
             result.skipped.append(f"T1 slice {t1.slice}: left out ({exc})")
@@ -354,10 +364,12 @@ def evaluate_exams(
     """Evaluate every patient directory of `exams` with `backend` (an inference backend object).
 
     The inline core runs with `config` (default settings) but a fresh temporary store, so earlier
-    runs never suppress a VNE. `progress` receives one line per patient (directory name only).
+    runs never suppress a VNE, and with ``qc_withhold=never`` so that a VNE the input-domain check
+    flags is still measured (its verdict is kept per slice). `progress` receives one line per patient
+    (directory name only).
     `without_cine`: the VNE-without-cine reading (IR images and T1 map only; see :func:`evaluate_patient`).
     """
-    config = replace(config or CoreConfig(), vne_without_cine=without_cine) if without_cine else (config or CoreConfig())
+    config = replace(config or CoreConfig(), qc_withhold="never", vne_without_cine=without_cine)
     model = f"{backend.config.name} ({backend.config.trained_on}-trained), backend {backend.name}"
     if without_cine:
         model += "; VNE without cine (IR images and T1 map only)"
