@@ -4,7 +4,7 @@ later inversions starting from the magnetisation that the readouts and the recov
 
 Model (continuous-readout Look-Locker, Deichmann & Haase, JMR 1992;96:608-612; the inversion-group
 view of MOLLI, in which each inversion has its own starting magnetisation but all share A and T1*,
-Sussman & Wintersperger, Magn Reson Imaging 2019;62:38-45). During the readouts of inversion j the
+Sussman et al., MRM 2016;75:2332-2340). During the readouts of inversion j the
 signal is ``S_j(t) = A - B_j exp(-t/T1*)`` (t: time since inversion j). The first inversion starts from
 equilibrium, ``B_1 = B``, and ``T1 = T1* (B/A - 1)`` is the Look-Locker corrected T1 (the apparent T1
 of a fully recovered MOLLI-type experiment). Unlike the inversion-group fit, the later B_j are not
