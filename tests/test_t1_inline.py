@@ -21,6 +21,7 @@ from test_pipeline import (  # the shared exam builders
 from vne_inline.core.pipeline import CoreConfig, InlineCore
 from vne_inline.core.roles import Role, classify
 from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, fit_slice
+from vne_inline.io.records import ImageRecord
 
 MAP_SERIES = 3
 
@@ -195,3 +196,27 @@ def test_cli_t1map_writes_maps_goodness_and_png(tmp_path):
     assert not (tmp_path / "none.h5").exists()
     result = CliRunner().invoke(app, ["t1map", str(source), "--out", str(out), "--scheme", "molli-9"])
     assert result.exit_code == 2 and "unknown T1 sampling scheme" in result.output
+
+
+@pytest.mark.parametrize("siemens_scale", [False, True])
+def test_phase_images_give_the_polarity(siemens_scale):
+    import ismrmrd
+
+    ir = [r for r in _ir_only() if r.slice == 0]
+    phases = []
+    for r in ir:
+        ti = float(r.meta["GADGETRON_TI"])
+        g = r.geometry
+        radius = np.linalg.norm(g.pixel_centres() - g.position, axis=-1)
+        t1 = np.where(radius < 40.0, 1500.0, 960.0)
+        phase = 0.7 + np.where(1 - 2 * np.exp(-ti / t1) < 0, np.pi, 0.0)  # background phase 0.7 rad
+        phase = np.angle(np.exp(1j * phase))
+        data = (np.round(phase / np.pi * 2048 + 2048).astype(np.uint16) if siemens_scale
+                else phase.astype(np.float32))
+        phases.append(ImageRecord.new(data, g, {"GADGETRON_TI": f"{ti:g}"}, image_series_index=5, slice=0,
+                                      image_type=ismrmrd.IMTYPE_PHASE))
+    fitted = fit_slice(ir, phase_images=phases)
+    assert "phase-sensitive" in fitted.fit.method
+    inside = fitted.record.pixels > 0
+    assert np.median(fitted.record.pixels[inside]) == pytest.approx(960.0, rel=0.01)
+    assert "phase-sensitive" not in fit_slice(ir, phase_images=phases[:-1]).fit.method  # one missing

@@ -3,7 +3,9 @@ ISMRMRD file (map, R^2 and invalid-pixel series per slice) for physicists.
 
 The images are classified with the inline core's role rules; IR images are grouped by slice plane in
 file order (the order the scanner sent them) and each slice is fitted with
-:func:`vne_inline.core.t1_fit.fit_slice`. A T1 map already in the file is left alone.
+:func:`vne_inline.core.t1_fit.fit_slice`; phase images with TIs (``image_type`` PHASE, e.g. the
+scanner's phase series) give the polarity where every IR image of a slice has one. A T1 map already in
+the file is left alone.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vne_inline.core.roles import Role, RoleRules, classify
+import ismrmrd
+
+from vne_inline.core.roles import Role, RoleRules, classify, inversion_time_ms
 from vne_inline.core.slices import same_plane
 from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, FittedT1, fit_slice, quality_records
 from vne_inline.io.header import parse_header
@@ -52,13 +56,16 @@ def fit_ir_file(path: str | Path, scheme: str | None = None, method: str = "auto
         phases = parse_header(mrd.header_xml).n_phases
     except ValueError:
         phases = 1
-    ir = [r for r in mrd.records() if classify(r, rules, phases) is Role.IR]
+    records = mrd.records()
+    ir = [r for r in records if classify(r, rules, phases) is Role.IR]
+    phase_images = [r for r in records if r.image_type == ismrmrd.IMTYPE_PHASE and inversion_time_ms(r) is not None]
     if not ir:
         raise ValueError(f"{Path(path).name}: no IR-weighted images (images with an inversion time)")
     out = []
     for group in _slices(ir):
         try:
-            out.append(FittedSlice(group[0].slice, fit_slice(group, series_index, scheme, method, min_r_squared)))
+            out.append(FittedSlice(group[0].slice, fit_slice(group, series_index, scheme, method, min_r_squared,
+                                                             phase_images)))
         except ValueError as exc:
             out.append(FittedSlice(group[0].slice, None, str(exc)))
     return mrd.header_xml, out

@@ -19,10 +19,11 @@ import numpy as np
 
 from vne_inline.core.emit import derived_header
 from vne_inline.core.roles import inversion_time_ms
+from vne_inline.core.slices import same_plane
 from vne_inline.io.records import ImageRecord, MetaValue
 from vne_inline.physics.t1_mapping import T1Map, fit_t1_map
 
-__all__ = ["FittedT1", "fit_slice", "map_record", "quality_records", "DEFAULT_T1_SERIES", "T1_WINDOW_MS",
+__all__ = ["FittedT1", "fit_slice", "map_record", "quality_records", "phase_radians", "DEFAULT_T1_SERIES", "T1_WINDOW_MS",
            "R2_ROLE", "INVALID_ROLE"]
 
 #: Default `image_series_index` of fitted T1 maps (next to the VNE's default 99).
@@ -86,10 +87,36 @@ def quality_records(fit: T1Map, t1_map: ImageRecord) -> list[ImageRecord]:
     return out
 
 
+def phase_radians(record: ImageRecord) -> np.ndarray:
+    """A phase image in radians: float data as is; integer data as the 12-bit scale of Siemens phase
+    images (0..4095 for -pi..pi)."""
+    data = record.pixels
+    if np.issubdtype(data.dtype, np.integer):
+        return (data.astype(np.float64) - 2048.0) * (np.pi / 2048.0)
+    return data.astype(np.float64)
+
+
+def _matching_phases(ir_images: Sequence[ImageRecord], ti: list[float],
+                     phase_images: Sequence[ImageRecord]) -> np.ndarray | None:
+    """Phase (K, y, x) in radians for the IR images, matched by plane and TI (0.5 ms); None unless
+    every IR image has one."""
+    out = []
+    for r, t in zip(ir_images, ti, strict=True):
+        match = [p for p in phase_images if same_plane(p.geometry, r.geometry) and p.pixels.shape == r.pixels.shape
+                 and (pt := inversion_time_ms(p)) is not None and abs(pt - t) <= 0.5]
+        if not match:
+            return None
+        out.append(phase_radians(match[0]))
+    return np.stack(out)
+
+
 def fit_slice(ir_images: Sequence[ImageRecord], series_index: int = DEFAULT_T1_SERIES,
-              scheme: str | None = None, method: str = "auto", min_r_squared: float = 0.0) -> FittedT1:
+              scheme: str | None = None, method: str = "auto", min_r_squared: float = 0.0,
+              phase_images: Sequence[ImageRecord] = ()) -> FittedT1:
     """Fit the map of one slice from its IR images in the order sent (ValueError with the reason when
-    they cannot be fitted: fewer than 3, no TI, mixed shapes, unknown scheme)."""
+    they cannot be fitted: fewer than 3, no TI, mixed shapes, unknown scheme). `phase_images` (same
+    plane and TIs, e.g. the scanner's phase series) give phase-sensitive polarity when every IR image
+    has one; otherwise the polarity comes from the magnitudes."""
     if len(ir_images) < 3:
         raise ValueError(f"{len(ir_images)} IR-weighted images, need >= 3 to fit a T1 map")
     ti = [inversion_time_ms(r) for r in ir_images]
@@ -100,7 +127,8 @@ def fit_slice(ir_images: Sequence[ImageRecord], series_index: int = DEFAULT_T1_S
         raise ValueError(f"IR images of one slice mix shapes {sorted(shapes)}")
     started = time.perf_counter()
     data = np.stack([r.pixels for r in ir_images])
-    fit = fit_t1_map(data, np.asarray(ti, dtype=np.float64), scheme=scheme, method=method,
+    phase = _matching_phases(ir_images, ti, phase_images) if phase_images else None
+    fit = fit_t1_map(data, np.asarray(ti, dtype=np.float64), phase_rad=phase, scheme=scheme, method=method,
                      min_r_squared=min_r_squared)
     if fit.invalid.all():
         raise ValueError("no pixel of the IR images could be fitted")
