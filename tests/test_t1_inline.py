@@ -53,7 +53,7 @@ def test_no_map_from_the_scanner_fits_one_at_close_and_makes_the_vne(tmp_path):
         assert np.median(m.pixels[inside]) == pytest.approx(960.0, rel=0.01)
         assert np.max(m.pixels) == pytest.approx(1500.0, rel=0.01)
     assert [r.made for r in session.reports] == [True, True]
-    assert all(r.t1_fit_ms is not None and "T1 map fitted in" in r.line() for r in session.reports)
+    assert all(r.t1_fit_ms is not None and "T1 map fitted from the IR images in" in r.line() for r in session.reports)
 
 
 def test_scanner_without_maps_fits_each_slice_as_it_completes(tmp_path):

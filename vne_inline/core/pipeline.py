@@ -203,8 +203,6 @@ class SliceReport:
         """One log line (no patient data)."""
         match = "" if self.cine_cosine is None else f" [cine {self.cine_distance_mm:.1f} mm, cos {self.cine_cosine:.3f}]"
         timing = "" if self.time_ms is None else f" [{self.time_ms:.0f} ms]"
-        if self.t1_fit_ms is not None:
-            timing += f" [T1 map fitted in {self.t1_fit_ms:.0f} ms]"
         return f"T1 slice {self.slice}: {'VNE made' if self.made else 'no VNE'}: {self.reason}{match}{timing}"
 
 
@@ -425,6 +423,8 @@ class Session:
         source = (f"from cine series {cine.key[0]} slice {cine.key[1]}" if cine is not None
                   else f"without cine ({match.reason})")
         qc = f"; QC {vne.meta_str('VNE_QC')}: {vne.meta_str('VNE_QC_Reason')}" if vne.meta_str("VNE_QC") != "pass" else ""
+        if t1_fit_ms is not None:
+            source += f"; T1 map fitted from the IR images in {t1_fit_ms:.0f} ms"
         self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed, t1_fit_ms))
         return [vne]
 
