@@ -11,6 +11,7 @@ from vne_inline.cli import (  # noqa: F401  (each module registers its commands 
     node_cmds,
     prepare_cmds,
     server_cmds,
+    t1map_cmds,
     train_cmds,
 )
 from vne_inline.cli.app import app

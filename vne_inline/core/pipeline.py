@@ -10,7 +10,8 @@ Every adapter (Gadgetron gadget, MRD server, offline replay) is a thin loop::
 
 Per image: classify (:mod:`core.roles`); cine frames are buffered per slice until all announced
 phases are in (else until close) and then written to the per-study store; a T1 slice is complete
-when its map and its IR images are in (the header's announced ``set`` count, else at close), is
+when its map and its IR images are in (the header's announced ``set`` count, else at close; without a
+map from the scanner the core fits one from the IR images, ``t1_maps``), is
 written to the store and gets its VNE: closest cine slice in the store (:func:`find_match`),
 resampled onto the T1 grid, normalised, inferred, emitted. A cine slice that completes later (on
 a later connection) makes the VNE of every still pending T1 slice it matches. Each T1 slice gets at
@@ -40,6 +41,7 @@ from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
 from vne_inline.core.roles import Role, RoleRules, classify
 from vne_inline.core.slices import CineSlice, T1Slice, cine_slices, same_plane, t1_slices
 from vne_inline.core.store import SliceStore, StudyStore, default_store_dir
+from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, fit_slice
 from vne_inline.io.dicom_json import conformed
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
@@ -76,6 +78,22 @@ def _backend_name(text: str) -> str:
     return text
 
 
+def _choice(*names: str):
+    def parse(text: str) -> str:
+        if text.lower() not in names:
+            raise ValueError(f"choose from {', '.join(names)}")
+        return text.lower()
+
+    return parse
+
+
+def _scheme_name(text: str) -> str:
+    from vne_inline.physics.t1_mapping import resolve_scheme
+
+    resolve_scheme(text)  # ValueError naming the known schemes
+    return text.lower()
+
+
 def _flag(text: str) -> bool:
     value = text.lower()
     if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
@@ -99,6 +117,11 @@ def _int_in(low: int, high: int):
     return parse
 
 
+#: Where T1 maps come from: "scanner" (use the scanner's; fit one from the IR images at the end of the
+#: connection if none came), "fit" (the scanner sends none: fit as soon as a slice's IR images are in),
+#: "off" (never fit).
+T1_MAP_MODES = ("scanner", "fit", "off")
+
 #: Property name -> parser of its text value (ValueError on a bad value).
 PROPERTIES = {
     "store_dir": Path, "expiry_h": _positive_float, "vne_series_index": _int_in(0, 65535),
@@ -106,6 +129,7 @@ PROPERTIES = {
     "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
     "min_cosine": _cosine, "max_distance_mm": _positive_float,
     "vne_without_cine": _flag, "qc_withhold": _withhold,
+    "t1_maps": _choice(*T1_MAP_MODES), "t1_scheme": _scheme_name, "t1_series_index": _int_in(0, 65535),
 }
 
 
@@ -126,6 +150,9 @@ class CoreConfig:
     threads: int | None = None
     vne_without_cine: bool = False
     qc_withhold: str = "fail"
+    t1_maps: str = "scanner"
+    t1_scheme: str = "auto"
+    t1_series_index: int = DEFAULT_T1_SERIES
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> CoreConfig:
@@ -134,7 +161,8 @@ class CoreConfig:
         Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``,
         ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
         ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``, ``vne_without_cine`` (true/false),
-        ``qc_withhold`` (warn, fail, never). Empty values keep the default.
+        ``qc_withhold`` (warn, fail, never), ``t1_maps`` (:data:`T1_MAP_MODES`), ``t1_scheme`` (``auto``
+        or a scheme name), ``t1_series_index``. Empty values keep the default.
         Raises ValueError naming the key for an unknown key or a bad value.
         """
         unknown = sorted(set(props) - set(PROPERTIES))
@@ -170,6 +198,7 @@ class SliceReport:
     cine_distance_mm: float | None = None
     cine_cosine: float | None = None
     time_ms: float | None = None
+    t1_fit_ms: float | None = None
 
     def line(self) -> str:
         """One log line (no patient data)."""
@@ -258,6 +287,7 @@ class Session:
         self._cine: dict[tuple[int, int], dict[int, ImageRecord]] = {}
         self._maps: list[ImageRecord] = []
         self._ir: list[ImageRecord] = []
+        self._map_seen = False
         self.reports: list[SliceReport] = []
         self._finished_maps: list[ImageRecord] = []  # maps already paired with IR images this session
 
@@ -298,6 +328,7 @@ class Session:
             self._ir.append(record)
             return self._complete_t1(final=False)
         elif role is Role.T1MAP:
+            self._map_seen = True
             self._maps.append(record)
             return self._complete_t1(final=False)
         return []
@@ -319,7 +350,9 @@ class Session:
         return [vne for t1_id in pending for vne in self._make(t1_id, None, started)]
 
     def _complete_t1(self, final: bool) -> list[ImageRecord]:
-        """Finish every T1 map whose IR images are all in (all maps when `final`)."""
+        """Finish every T1 map whose IR images are all in (all maps when `final`); then fit the maps of
+        complete IR slices: with ``t1_maps=fit`` as they complete, with ``scanner`` at `final` when the
+        connection brought no map at all."""
         expected = max(self.n_sets, MIN_IR_IMAGES)
         out = []
         for m in list(self._maps):
@@ -328,10 +361,35 @@ class Session:
                 self._maps.remove(m)
                 self._ir = [r for r in self._ir if not any(r is x for x in mine)]
                 out += self._finish_t1(m, mine)
+        mode = self._config.t1_maps
+        fit_now = mode == "fit" or (mode != "off" and final and not self._map_seen)
+        while self._ir and (fit_now or (mode == "off" and final and not self._map_seen)):
+            mine = [r for r in self._ir if same_plane(self._ir[0].geometry, r.geometry)]
+            if not final and not (self.n_sets > 1 and len(mine) >= expected):
+                break  # IR images arrive slice by slice: the oldest slice is not complete yet
+            self._ir = [r for r in self._ir if not any(r is x for x in mine)]
+            if mode == "off":
+                self._report(SliceReport(mine[0].slice, False, "no T1 map from the scanner and fitting is off (t1_maps=off)"))
+            else:
+                out += self._fit_and_finish(mine)
         return out
 
-    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord]) -> list[ImageRecord]:
+    def _fit_and_finish(self, ir: list[ImageRecord]) -> list[ImageRecord]:
+        """Fit a slice's T1 map from its IR images (in the order sent), emit it, make its VNE."""
         started = time.perf_counter()
+        c = self._config
+        try:
+            fitted = fit_slice(ir, c.t1_series_index, None if c.t1_scheme == "auto" else c.t1_scheme)
+        except ValueError as exc:
+            self._report(SliceReport(ir[0].slice, False, f"no T1 map and none could be fitted: {exc}"))
+            return []
+        log.info("T1 slice %d: no map from the scanner, fitted one in %.0f ms (%s)", ir[0].slice,
+                 fitted.time_ms, fitted.fit.method)
+        return [fitted.record, *self._finish_t1(fitted.record, ir, started, fitted.time_ms)]
+
+    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord], started: float | None = None,
+                   t1_fit_ms: float | None = None) -> list[ImageRecord]:
+        started = time.perf_counter() if started is None else started
         twin = next((m for m in self._finished_maps if same_plane(m.geometry, t1_map.geometry)), None)
         if twin is not None and not ir:  # vendors' map series may add a display map on the same plane
             self._report(SliceReport(t1_map.slice, False, f"second T1 map on the plane of T1 slice {twin.slice} "
@@ -341,12 +399,12 @@ class Session:
         try:
             (t1,) = t1_slices([t1_map], ir)
         except ValueError as exc:
-            self._report(SliceReport(t1_map.slice, False, f"incomplete T1 slice: {exc}"))
+            self._report(SliceReport(t1_map.slice, False, f"incomplete T1 slice: {exc}", t1_fit_ms=t1_fit_ms))
             return []
-        return self._make(self._study.put_t1(t1), t1, started)
+        return self._make(self._study.put_t1(t1), t1, started, t1_fit_ms)
 
     # ------------------------------------------------------------------ making one VNE
-    def _make(self, t1_id: str, t1: T1Slice | None, started: float) -> list[ImageRecord]:
+    def _make(self, t1_id: str, t1: T1Slice | None, started: float, t1_fit_ms: float | None = None) -> list[ImageRecord]:
         """Claim T1 slice `t1_id` and make its VNE; [] if it is made elsewhere or cannot be made."""
         with self._study.locked():
             if not self._study.claim_vne(t1_id):
@@ -356,7 +414,7 @@ class Session:
             match = find_match(t1.geometry, self._study.cine_geometries(), self._config.criteria)
             if isinstance(match, NoMatch) and not self._config.vne_without_cine:
                 self._study.release_vne(t1_id)
-                self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}"))
+                self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}", t1_fit_ms=t1_fit_ms))
                 return []
         plane = None if isinstance(match, NoMatch) else match.plane
         try:
@@ -367,14 +425,16 @@ class Session:
             if not isinstance(exc, _Skip):
                 log.debug("unexpected VNE failure", exc_info=True)
             reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
-            self._report(SliceReport(t1.slice, False, reason, *_plane_figures(plane)))
+            self._report(SliceReport(t1.slice, False, reason, *_plane_figures(plane), t1_fit_ms=t1_fit_ms))
             return []
         self._study.mark_vne_made(t1_id)
         elapsed = 1000.0 * (time.perf_counter() - started)
         source = (f"from cine series {cine.key[0]} slice {cine.key[1]}" if cine is not None
                   else f"without cine ({match.reason})")
         qc = f"; QC {vne.meta_str('VNE_QC')}: {vne.meta_str('VNE_QC_Reason')}" if vne.meta_str("VNE_QC") != "pass" else ""
-        self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed))
+        if t1_fit_ms is not None:
+            source += f"; T1 map fitted from the IR images in {t1_fit_ms:.0f} ms"
+        self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed, t1_fit_ms))
         return [vne]
 
     def _infer(self, t1: T1Slice, cine: CineSlice | None) -> ImageRecord:

@@ -50,6 +50,8 @@ DEFAULT_DATA_ROLES: dict[str, Role] = {
     "PSIR": Role.LGE,
     "LGE": Role.LGE,
     "VNE": Role.VNE,
+    "T1FITR2": Role.OTHER,  # goodness of fit and invalid pixels of fitted T1 maps (core.t1_fit)
+    "T1FITINVALID": Role.OTHER,
 }
 
 DEFAULT_PATTERNS: tuple[tuple[str, Role], ...] = (
