@@ -186,10 +186,24 @@ def test_json_parameters_set_session_properties_and_operator_ones_are_refused(se
     assert any(t.startswith("WRN: parameters not applied") and "min_cosine" in t for t in texts(bad))
 
 
+@pytest.mark.parametrize(("text", "error"), [
+    ("[1, 2]", "parameters must be a JSON object"),
+    ("{oops", "parameters are not valid JSON (JSONDecodeError)"),
+    ("[" * 200000, "parameters are not valid JSON (RecursionError)"),
+    ('{"a": ' + "9" * 5000 + "}", "parameters are not valid JSON (ValueError)"),
+    ('{"a": [[[[[[[[[1]]]]]]]]]}', "parameters nest deeper than 8 levels"),
+])
+def test_session_properties_refuse_what_is_not_a_small_json_object(text, error):
+    with pytest.raises(ValueError) as info:
+        session_properties(text)
+    assert str(info.value) == error
+
+
 def test_session_properties_parsing():
-    assert session_properties("[1, 2]") == ({}, ["WRN: parameters must be a JSON object; ignored"])
-    assert session_properties("{oops") == ({}, ["WRN: parameters are not JSON; ignored"])
     assert session_properties('{"max_distance_mm": 3, "customconfig": ""}') == ({"max_distance_mm": "3"}, [])
+    props, notes = session_properties('{"role_patterns": "^(a+)+$=cine", "max_grid": 4096}')
+    assert props == {} and notes == ["WRN: parameter max_grid is set by the server operator only; ignored",
+                                     "WRN: parameter role_patterns is set by the server operator only; ignored"]
 
 
 def test_acquisitions_and_waveforms_are_dropped_with_one_warning_each(server):
@@ -254,7 +268,7 @@ def test_bad_messages_get_err_and_close_and_the_server_goes_on(tmp_path, tail, e
 
 def test_data_before_the_config_is_an_error(server):
     msgs = talk(server.address, lambda w, send: w.image(ONE_IMAGE))
-    assert texts(msgs) == ["ERR: expected CONFIG_FILE or CONFIG_TEXT first, got IMAGE"]
+    assert texts(msgs) == ["ERR: expected CONFIG_FILE or CONFIG_TEXT first, got IMAGE; connection closed"]
 
 
 @pytest.fixture(scope="module")
