@@ -33,6 +33,9 @@ def serve(
     = 300.0,
     shutdown_timeout: Annotated[float, typer.Option(min=0.0, help="On SIGTERM/SIGINT, let open sessions finish "
                                                     "for this long (s).")] = 30.0,
+    prop: Annotated[list[str] | None, typer.Option("--property", help="Core property KEY=VALUE for every "
+                                                   "session (repeatable), as in the Gadgetron configuration, e.g. "
+                                                   "role_patterns='FL2D_T1=t1map' or max_store_mb=4096.")] = None,
 ) -> None:
     """Run the MRD v1 streaming server (FIRE / OpenRecon / python-ismrmrd-server clients): every image comes
     back, plus a VNE image per T1-map slice once its cine is in (same or earlier connection)."""
@@ -42,6 +45,11 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     props = {"backend": backend, "model": "" if model is None else str(model),
              "threads": "" if threads is None else str(threads), "store_dir": "" if store is None else str(store)}
+    for item in prop or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--property")
+        props[key.strip()] = value.strip()
     limits = ServerLimits(max_message_bytes=int(max_message_mb * 2**20), max_clients=max_clients,
                           idle_timeout_s=idle_timeout, shutdown_timeout_s=shutdown_timeout)
     try:

@@ -204,13 +204,13 @@ def _tree_size(path: Path) -> tuple[int, int]:
 
 
 def _last_written(path: Path) -> float:
-    """The newest mtime of the entries in `path` (epoch s), or the directory's own."""
-    times = [os.lstat(path).st_mtime]
+    """The newest mtime of the entries in `path` (epoch s), or the directory's own when it has none."""
+    times = []
     with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
         for e in it:
             with contextlib.suppress(FileNotFoundError):
                 times.append(e.stat(follow_symlinks=False).st_mtime)
-    return max(times)
+    return max(times) if times else os.lstat(path).st_mtime
 
 
 def _check_root(root: Path) -> None:
@@ -306,7 +306,7 @@ class SliceStore:
                 continue
             total -= size
             removed += count
-            log.warning("store over its cap of %.0f MB: removed study %s (%d files, %.1f MB, last written %.1f h "
+            log.warning("store over its cap of %.1f MB: removed study %s (%d files, %.1f MB, last written %.1f h "
                         "ago)", self.max_bytes / 1e6, path.name[:8], count, size / 1e6, (time.time() - written) / 3600)
         return removed
 
