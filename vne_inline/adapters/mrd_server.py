@@ -192,6 +192,7 @@ class MrdServer:
     ) -> None:
         self.properties = dict(properties or {})
         config = CoreConfig.from_properties(self.properties)  # ValueError for a bad operator setting
+        InlineCore(config, backend=object())  # the store root: created, or refused (ValueError, OSError) now
         self.backend = _SharedBackend(backend if backend is not None else _load_backend(config))
         self.limits = limits
         self._stopping = threading.Event()
