@@ -20,7 +20,6 @@ from test_pipeline import (
     STUDY_UID,
     T1_HEADER,
     TIS,
-    VNE_SERIES,
     FakeBackend,
     cine_records,
     header,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -26,7 +25,7 @@ from test_pipeline import (  # the shared exam builders
 )
 
 from vne_inline.core.slices import CineSlice, t1_slices
-from vne_inline.core.store import QUARANTINE, SliceStore, default_store_dir, entry_id
+from vne_inline.core.store import SliceStore, default_store_dir, entry_id
 from vne_inline.io import study_key
 
 KEY = study_key(T1_HEADER)
