@@ -383,3 +383,25 @@ def test_recorded_respiratory_ghosts_grade_a_synthetic_lge_nondiagnostic(synthet
     assert [p.name for p in primary.patients] == ["patient_002"]
     assert primary.skipped == ["patient_009: left out of the primary analysis (LGE non-diagnostic on every slice: "
                                "respiratory ghosts (synthetic exam's artefact record))"]
+
+
+def test_the_without_cine_reading_sends_no_cine(exams, evaluation) -> None:
+    seen: list[bool] = []
+
+    class Recording(T1Backend):
+        def run(self, batch):
+            seen.append(bool(np.any(batch["cine"])))
+            return super().run(batch)
+
+    without = evaluate_exams(exams[0], Recording(), exams[1], margin_mm=0.0, without_cine=True)
+    assert seen and not any(seen)  # every slice inferred with a blank cine input
+    assert "VNE without cine" in without.model and "without cine" not in evaluation.model
+    for a, b in zip(without.patients, evaluation.patients, strict=True):  # this stand-in ignores the cine
+        assert a.burden("VNE", "FWHM") == pytest.approx(b.burden("VNE", "FWHM"))
+
+
+def test_the_domain_check_is_recorded_and_reported(evaluation, tmp_path) -> None:
+    # the stand-in model carries no training-domain description: every VNE is made, tagged "warn", measured
+    assert evaluation.qc_counts() == {"warn": 6}
+    report = write_report(evaluation, tmp_path / "qc", examples=0).read_text()
+    assert "**Input-domain check** of the VNE" in report and "warn 6" in report

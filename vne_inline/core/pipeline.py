@@ -16,7 +16,10 @@ the store (:func:`find_match`), resampled onto the T1 grid, normalised, inferred
 repeated or re-sent T1 scan is a new arrival and gets a new VNE. A T1 slice whose cine is not there
 yet waits in the store; a cine slice that completes later (on any connection) makes the VNE of every
 waiting T1 slice it matches, once per arrival (a claim in the store keeps two cine connections from
-both making it).
+both making it). With ``vne_without_cine`` a T1 slice that no stored cine matches gets its VNE from
+the IR images and the map alone, at once (tagged ``VNE_Inputs=IR+T1``). Every VNE carries the
+input-domain check (:mod:`core.domain`: ``VNE_QC`` pass/warn/fail, ``VNE_QC_Reason``); a VNE whose
+check is at or above ``qc_withhold`` is withheld with that reason.
 
 Every T1 slice without a VNE gets one report line with the reason (:attr:`Session.reports`, logged);
 a cine slice that cannot be stored does too. Inputs always pass through and nothing raises out of
@@ -37,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vne_inline.core.domain import STATUSES, TrainingDomain, check_domain, slice_statistics
 from vne_inline.core.emit import vne_record
 from vne_inline.core.match import MatchCriteria, NoMatch, find_match, resample_onto
 from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
@@ -87,6 +91,19 @@ def _backend_name(text: str) -> str:
     return text
 
 
+def _flag(text: str) -> bool:
+    value = text.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false")
+    return value in ("true", "1", "yes", "on")
+
+
+def _withhold(text: str) -> str:
+    if text not in (*STATUSES[1:], "never"):
+        raise ValueError("choose from warn, fail, never")
+    return text
+
+
 def _int_in(low: int, high: int):
     def parse(text: str) -> int:
         value = int(text)
@@ -103,6 +120,7 @@ PROPERTIES = {
     "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024),
     "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
     "min_cosine": _cosine, "max_distance_mm": _positive_float,
+    "vne_without_cine": _flag, "qc_withhold": _withhold,
     "max_grid": _int_in(16, 8192), "max_session_mb": _positive_float, "max_session_slices": _int_in(1, 100000),
     "max_study_slices": _int_in(1, 100000), "max_store_mb": _positive_float,
 }
@@ -111,7 +129,9 @@ PROPERTIES = {
 @dataclass(frozen=True)
 class CoreConfig:
     """Inline core settings. `store_dir` defaults to ``$VNE_INLINE_STORE`` or ``~/.cache/vne-inline/store``;
-    `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default."""
+    `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default;
+    `vne_without_cine`: make a VNE from IR images and map when no cine matches; `qc_withhold`: withhold
+    a VNE whose domain check is "fail" (default), "warn" or worse, or "never" (tagged only)."""
 
     rules: RoleRules = field(default_factory=RoleRules)
     store_dir: Path = field(default_factory=default_store_dir)
@@ -121,6 +141,8 @@ class CoreConfig:
     backend: str = "auto"
     model: Path | None = None
     threads: int | None = None
+    vne_without_cine: bool = False
+    qc_withhold: str = "fail"
     #: Largest T1 / cine grid used for VNE (pixels per side); larger images pass through without VNE.
     max_grid: int = 512
     #: Pixels one session may hold in memory while slices complete (MB), and slices it may store.
@@ -142,9 +164,9 @@ class CoreConfig:
 
         Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``,
         ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
-        ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``, and the bounds ``max_grid``,
-        ``max_session_mb``, ``max_session_slices``, ``max_study_slices``, ``max_store_mb``. Empty values keep
-        the default.
+        ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``, ``vne_without_cine`` (true/false),
+        ``qc_withhold`` (warn, fail, never), and the bounds ``max_grid``, ``max_session_mb``,
+        ``max_session_slices``, ``max_study_slices``, ``max_store_mb``. Empty values keep the default.
         Raises ValueError naming the key for an unknown key or a bad value.
         """
         unknown = sorted(set(props) - set(PROPERTIES))
@@ -193,6 +215,11 @@ class SliceReport:
 
 class _Skip(Exception):
     """A VNE cannot be made; the message is the one-line reason."""
+
+
+def _plane_figures(plane) -> tuple[float | None, float | None]:
+    """(distance mm, cosine) of a cine match, or (None, None) without one."""
+    return (None, None) if plane is None else (plane.distance_mm, plane.cosine)
 
 
 # ---------------------------------------------------------------------------- the core
@@ -269,6 +296,7 @@ class Session:
         self._study: StudyStore = core.store.study(key)
         self.n_phases = header.n_phases
         self.n_sets = header.n_sets
+        self.field_t = header.field_strength_t
         self._cine: dict[tuple[int, int], dict[int, ImageRecord]] = {}
         self._maps: list[ImageRecord] = []
         self._ir: list[ImageRecord] = []
@@ -454,12 +482,12 @@ class Session:
         cannot be read is quarantined and the next best cine slice is tried."""
         while True:
             match = find_match(t1.geometry, self._study.cine_geometries(), self._config.criteria)
-            if isinstance(match, NoMatch):
+            if isinstance(match, NoMatch) and not self._config.vne_without_cine:
                 self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}"))
                 return []
-            plane = match.plane
+            plane = None if isinstance(match, NoMatch) else match.plane
             try:
-                cine = self._study.cine(match.key)
+                cine = None if plane is None else self._study.cine(match.key)
             except (BadEntry, FileNotFoundError) as exc:
                 log.warning("cine slice for T1 slice %d not read (%s); trying the next", t1.slice, exc)
                 continue
@@ -469,17 +497,20 @@ class Session:
                 if not isinstance(exc, _Skip):
                     log.debug("unexpected VNE failure", exc_info=True)
                 reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
-                self._report(SliceReport(t1.slice, False, reason, plane.distance_mm, plane.cosine))
+                self._report(SliceReport(t1.slice, False, reason, *_plane_figures(plane)))
                 return []
             self._study.mark_made(claim)
             elapsed = 1000.0 * (time.perf_counter() - started)
-            source = f"from cine series {cine.key[0]} slice {cine.key[1]}"
-            self._report(SliceReport(t1.slice, True, source, plane.distance_mm, plane.cosine, elapsed))
+            source = (f"from cine series {cine.key[0]} slice {cine.key[1]}" if cine is not None
+                      else f"without cine ({match.reason})")
+            qc = (f"; QC {vne.meta_str('VNE_QC')}: {vne.meta_str('VNE_QC_Reason')}"
+                  if vne.meta_str("VNE_QC") != "pass" else "")
+            self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed))
             return [vne]
 
-    def _infer(self, t1: T1Slice, cine: CineSlice) -> ImageRecord:
+    def _infer(self, t1: T1Slice, cine: CineSlice | None) -> ImageRecord:
         try:
-            cine_on_t1 = resample_onto(t1.geometry, cine.frames, cine.geometry).data
+            cine_on_t1 = None if cine is None else resample_onto(t1.geometry, cine.frames, cine.geometry).data
         except ValueError as exc:
             raise _Skip(f"cine not usable: {exc}") from exc
         backend = self._core.backend()
@@ -487,11 +518,22 @@ class Session:
             inputs = prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
         except ValueError as exc:
             raise _Skip(f"bad input: {exc}") from exc
+        check = self._domain_check(t1, inputs, backend.config.domain)
+        withhold = self._config.qc_withhold
+        if withhold != "never" and STATUSES.index(check.status) >= STATUSES.index(withhold):
+            raise _Skip(f"VNE withheld: QC {check.status}: {check.reason}")
         output = self._core.infer(inputs)
+        notes = {"VNE_QC": check.status, "VNE_QC_Reason": check.reason, "VNE_Inputs": "IR+T1" if cine is None else "cine+IR+T1"}
+        comment = (("no cine",) if cine is None else ()) + ((f"QC {check.status}: {check.reason}",) if check.status != "pass" else ())
         try:
-            return vne_record(t1.map_record, output, self._config.vne_series_index, backend.config)
+            return vne_record(t1.map_record, output, self._config.vne_series_index, backend.config, notes, comment)
         except ValueError as exc:
             raise _Skip(f"model error: {exc}") from exc
+
+    def _domain_check(self, t1: T1Slice, inputs: ModelInputs, domain_json: str):
+        domain = TrainingDomain.from_json(domain_json) if domain_json else None
+        stats = slice_statistics(t1.t1_ms, inputs.ir, t1.geometry.pixel_spacing)
+        return check_domain(domain, self.field_t, len(t1.ti_ms), stats)
 
     def _report(self, report: SliceReport) -> None:
         self.reports.append(report)

@@ -125,6 +125,8 @@ def _header(evaluation: Evaluation, everything: Evaluation, tables: tuple[str, s
         "effects, absolute agreement, single measures (McGraw & Wong ICC(A,1); pingouin.intraclass_corr, "
         "F-test p, CI rounded to 2 decimals); Bland-Altman bias = mean(VNE - LGE), limits = bias +/- 1.96 SD; "
         "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on paired quality scores.",
+        "- **Input-domain check** of the VNE (`VNE_QC`, every evaluated slice; flagged VNE are measured too): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(everything.qc_counts().items())) + ".",
         f"- Tables: [{tables[0]}]({tables[0]}), [{tables[1]}]({tables[1]}).", "",
     ]
     if evaluation.skipped:
