@@ -107,9 +107,14 @@ def vne_count(reply) -> int:
     return sum(1 for r in reply.records if r.series_index == VNE_SERIES)
 
 
-def hostile_then_good(port: int, exam: Exam, hostile: Callable[[], object], timeout_s: float = 30.0) -> str:
+def hostile_then_good(port: int, exam: Exam, hostile: Callable[[], object], timeout_s: float = 30.0,
+                      sent: threading.Event | None = None) -> str:
+    """Start `hostile` in a thread; once it has sent its bytes (`sent`, else after 0.3 s), time a good client."""
     threading.Thread(target=hostile, daemon=True).start()
-    time.sleep(0.3)
+    if sent is None:
+        time.sleep(0.3)
+    else:
+        sent.wait(120)
     return f"good client {good_client(port, exam, timeout_s)}"
 
 
@@ -131,15 +136,22 @@ def case_pattern(server: Server, exam: Exam, store: Path) -> str:
 
 
 def case_header(server: Server, exam: Exam, store: Path) -> str:
+    sent = threading.Event()
+
     def send_big() -> None:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
-            MessageWriter(sock.sendall).config_file("vne")
-            n = 200 * 2**20
-            sock.sendall(struct.pack("<HI", MessageId.HEADER, n))
-            chunk = b"M" * 2**20
-            for _ in range(n // len(chunk)):
-                sock.sendall(chunk)
-    return hostile_then_good(server.port, exam, send_big)
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+                MessageWriter(sock.sendall).config_file("vne")
+                n = 200 * 2**20
+                sock.sendall(struct.pack("<HI", MessageId.HEADER, n))
+                chunk = b"M" * 2**20
+                for _ in range(n // len(chunk)):
+                    sock.sendall(chunk)
+                sent.set()
+                time.sleep(60)  # keep the connection while the server works on it
+        except OSError:  # refused part-way: the server closed the connection
+            sent.set()
+    return hostile_then_good(server.port, exam, send_big, sent=sent)
 
 
 def case_big_t1(server: Server, exam: Exam, store: Path) -> str:

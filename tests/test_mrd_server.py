@@ -138,6 +138,20 @@ def test_cine_file_and_t1_file_on_two_connections_give_a_vne_per_t1_slice(server
     assert not any("SYNTH-PATIENT" in t for r in replies for t in r.texts)
 
 
+def test_a_resent_t1_file_gets_its_vne_again_and_says_so(server, tmp_path):
+    t1_h5 = tmp_path / "t1.h5"
+    write_file(t1_h5, T1_HEADER, t1_records())
+    host, port = server.address
+    send_file(t1_h5, None, host=host, port=port, timeout_s=TIMEOUT_S)  # before its cine: both slices wait
+    cine = exchange(CINE_HEADER, cine_records(), host=host, port=port, timeout_s=TIMEOUT_S)
+    assert [v.slice for v in vnes(cine.records)] == [0, 1]
+    again = send_file(t1_h5, None, host=host, port=port, timeout_s=TIMEOUT_S)
+    assert [v.slice for v in vnes(again.records)] == [0, 1]
+    assert sum(t.startswith("DBG: T1 slice") and "VNE made" in t for t in again.texts) == 2
+    cine = exchange(CINE_HEADER, cine_records(), host=host, port=port, timeout_s=TIMEOUT_S)
+    assert vnes(cine.records) == [] and not any("T1 slice" in t for t in cine.texts)
+
+
 @pytest.mark.parametrize("config", ["file", "text"])
 def test_config_as_file_or_text_and_header_with_or_without_nul(server, config):
     no_nul = CINE_HEADER.encode()

@@ -66,7 +66,7 @@ from vne_inline.adapters.mrd_protocol import (
     ProtocolError,
 )
 from vne_inline.core.normalise import ModelInputs
-from vne_inline.core.pipeline import PROPERTIES, CoreConfig, InlineCore, Session
+from vne_inline.core.pipeline import PROPERTIES, CoreConfig, InlineCore, Session, open_store
 from vne_inline.io.records import ImageRecord
 
 __all__ = ["MrdServer", "ServerLimits", "SESSION_PROPERTIES", "MAX_JSON_DEPTH", "session_properties"]
@@ -192,7 +192,7 @@ class MrdServer:
     ) -> None:
         self.properties = dict(properties or {})
         config = CoreConfig.from_properties(self.properties)  # ValueError for a bad operator setting
-        InlineCore(config, backend=object())  # the store root: created, or refused (ValueError, OSError) now
+        open_store(config)  # the store root: created, or refused (ValueError, OSError) now, not per scan
         self.backend = _SharedBackend(backend if backend is not None else _load_backend(config))
         self.limits = limits
         self._stopping = threading.Event()

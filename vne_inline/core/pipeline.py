@@ -59,7 +59,7 @@ from vne_inline.core.store import (
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
 
-__all__ = ["CoreConfig", "InlineCore", "Session", "SliceReport", "DEFAULT_VNE_SERIES", "PROPERTIES"]
+__all__ = ["CoreConfig", "InlineCore", "Session", "SliceReport", "open_store", "DEFAULT_VNE_SERIES", "PROPERTIES"]
 
 log = logging.getLogger("vne_inline.core.pipeline")
 
@@ -223,14 +223,18 @@ def _plane_figures(plane) -> tuple[float | None, float | None]:
 
 
 # ---------------------------------------------------------------------------- the core
+def open_store(config: CoreConfig) -> SliceStore:
+    """The configured store (created if missing); ValueError or OSError for a root that cannot be used."""
+    return SliceStore(config.store_dir, config.expiry_h, int(config.max_store_mb * 2**20), config.max_study_slices)
+
+
 class InlineCore:
     """Shared per process: configuration, store, and the backend (loaded lazily once, unless injected).
     Several sessions may run in threads at once; inference is serialised by a lock."""
 
     def __init__(self, config: CoreConfig | None = None, backend=None) -> None:
         self.config = config or CoreConfig()
-        c = self.config
-        self.store = SliceStore(c.store_dir, c.expiry_h, int(c.max_store_mb * 2**20), c.max_study_slices)
+        self.store = open_store(self.config)
         self._backend = backend
         self._backend_error: str | None = None
         self._load_lock = threading.Lock()
