@@ -135,23 +135,43 @@ def case_pattern(server: Server, exam: Exam, store: Path) -> str:
         parameters={"role_patterns": "^(a+)+$=cine"}))
 
 
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def case_header(server: Server, exam: Exam, store: Path) -> str:
-    sent = threading.Event()
+    sent, answered = threading.Event(), {}
 
     def send_big() -> None:
+        started = time.monotonic()
         try:
             with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
                 MessageWriter(sock.sendall).config_file("vne")
                 n = 200 * 2**20
                 sock.sendall(struct.pack("<HI", MessageId.HEADER, n))
-                chunk = b"M" * 2**20
-                for _ in range(n // len(chunk)):
+                chunk = b"x" * 2**20  # one long XML token: the parser's worst case
+                sock.sendall(b"<" + chunk[1:])
+                for _ in range(n // len(chunk) - 1):
                     sock.sendall(chunk)
                 sent.set()
-                time.sleep(60)  # keep the connection while the server works on it
-        except OSError:  # refused part-way: the server closed the connection
-            sent.set()
-    return hostile_then_good(server.port, exam, send_big, sent=sent)
+                sock.recv(1)  # the server's first answer (or its close)
+        except OSError:  # refused part-way, or no answer within the socket timeout
+            pass
+        sent.set()
+        answered["s"] = time.monotonic() - started
+    worker = threading.Thread(target=send_big, daemon=True)
+    good = hostile_then_good(server.port, exam, worker.start, sent=sent)
+    worker.join(65)
+    cpu = _cpu_s(server.proc.pid)
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(10)
+        stopped = "yes"
+    except subprocess.TimeoutExpired:
+        stopped = "no"
+    return (f"{good}; hostile client answered after {seconds(answered.get('s'), 60)}; server CPU {cpu:.0f} s; "
+            f"SIGTERM stops it within 10 s: {stopped}")
 
 
 def case_big_t1(server: Server, exam: Exam, store: Path) -> str:
