@@ -48,6 +48,7 @@ def test_counts_ranges_and_missing_descriptions():
     assert check_domain(d, 1.5, 7, STATS_15 | {"t1_p90_ms": hi + 0.1 * (hi - lo)}).status == "warn"
     assert check_domain(d, 1.5, 7, STATS_15 | {"t1_p90_ms": hi + 2.0 * (hi - lo)}).status == "fail"
     assert check_domain(d, 1.5, 7, STATS_15 | {"t1_p90_ms": math.nan}).status == "pass"  # undefined: not judged
+    assert check_domain(d, 1.5, 7, STATS_15 | {"ir_mean": 10.0}).status == "warn"  # intensities only warn
     assert check_domain(None, 1.5, 7, STATS_15).status == "warn"
     unknown = check_domain(d, None, 7, {k: 1.3 * v for k, v in STATS_15.items()})
     assert unknown.status == "warn" and "field strength unknown" in unknown.reason

@@ -207,7 +207,21 @@ def test_summary_counts_false_positives_and_dice_against_lge(evaluation) -> None
     dice = {(d.reading, d.threshold): d for d in summary.dice}
     assert dice[("VNE", "FWHM")].values.size == 2 and dice[("VNE", "FWHM")].mean > 0.8
     quality = {q.score: q for q in summary.quality}
-    assert set(quality) == {"cnr"} and quality["cnr"].test.n == 3  # no truth: no fidelity score
+    assert set(quality) == {"cnr", "edge_width"} and quality["cnr"].test.n == 3  # no truth: no fidelity score
+
+
+def test_edge_width_vne_vs_lge(evaluation, tmp_path) -> None:
+    """The fake VNE is a step on the T1 grid; the LGE, a step on its own 1.375 mm grid resampled
+    bilinearly onto the T1 grid, is blurred by that interpolation: its border is wider."""
+    for p in evaluation.patients:
+        for s in p.slices:
+            assert s.pixel_spacing_mm == pytest.approx((100.0 / 64, 100.0 / 64))
+            vne, lge = s.quality("edge_width", "vne"), s.quality("edge_width", "lge")
+            assert 0.0 < vne < lge < 2.5, (p.name, s.slice, vne, lge)
+    row = next(q for q in summarise(evaluation).quality if q.score == "edge_width")
+    assert row.test.n == 3 and np.all(row.vne < row.lge)
+    text = write_report(evaluation, tmp_path / "report", examples=0).read_text()
+    assert "| edge_width | 3 |" in text and "10-90 % edge width (mm)" in text and "smaller is sharper" in text
 
 
 def test_report_files(evaluation, tmp_path) -> None:
@@ -345,7 +359,7 @@ def test_synthetic_numbers_are_consistent(synthetic) -> None:
         n = len(patients) if row.level == "patient" else sum(len(p.slices) for p in patients)
         assert row.stats.n == n == row.vne.size
         assert row.stats.bland_altman.bias == pytest.approx(float(np.mean(row.vne - row.lge)))
-    assert {q.score for q in summary.quality} == {"cnr", "fidelity"}
+    assert {q.score for q in summary.quality} == {"cnr", "fidelity", "edge_width"}
     with (report.parent / "burden_per_patient.csv").open() as f:
         for row, p in zip(csv.DictReader(f), patients, strict=True):
             for t, reading in ((t, r.name) for r in READINGS for t in LGE_FRACTIONS):

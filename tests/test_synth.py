@@ -138,7 +138,7 @@ def test_fitted_t1_of_remote_blood_and_lesions(exams):
         if not attrs["artefacts"]["t1_motion"]:
             maps = _by_slice(e["t1map"].groups["image_3"])
             sds = [t1_map_ms(maps[t.slice])[t.remote].std() for t in e["truth"]]
-            assert all(20.0 <= sd <= 70.0 for sd in sds), sds  # design: about 30-60 ms
+            assert all(20.0 <= sd <= 80.0 for sd in sds), sds  # design: about 30-60 ms (ShMOLLI up to about 75)
         hyper = _pooled(e, "lesion_hyperintense")
         if hyper.size >= 20:
             assert hyper.mean() >= remote.mean() + 80.0

@@ -6,7 +6,7 @@ the range (1st-99th percentile over the training slices) of a few per-slice stat
 (:func:`slice_statistics`). Each slice is checked against it (:func:`check_domain`):
 
 - ``fail``: a field strength the model never saw (from the ISMRMRD header), fewer than
-  :data:`MIN_IR_IMAGES` IR images, or a statistic far outside its range (beyond half the range's
+  :data:`MIN_IR_IMAGES` IR images, or a T1 statistic far outside its range (beyond half the range's
   width past either end);
 - ``warn``: an IR-image count (scheme) the model never saw, a statistic outside its range, an unknown
   field strength that no trained field's ranges fit, or a model without a domain description;
@@ -34,6 +34,9 @@ T1_WINDOW_MS = (100.0, 3000.0)
 #: Statistic name -> description (units) for reasons.
 STATISTICS = {"t1_median_ms": "T1 median (ms)", "t1_p90_ms": "T1 90th percentile (ms)", "ir_mean": "IR mean (normalised)"}
 STATUSES = ("pass", "warn", "fail")
+#: Statistics in physical units (ms): far outside their range they fail; the others only warn (image
+#: intensity statistics also depend on what the field of view holds).
+QUANTITATIVE = ("t1_median_ms", "t1_p90_ms")
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,9 @@ def _range_verdicts(ranges: dict[str, tuple[float, float]], stats: dict[str, flo
         if not np.isfinite(v) or lo <= v <= hi:
             continue
         slack = 0.5 * (hi - lo)
-        status = "fail" if (v < lo - slack or v > hi + slack) else "warn"
-        out.append((status, f"{STATISTICS[name]} {v:.3g} outside the training range {lo:.3g}-{hi:.3g}{where}"))
+        far = v < lo - slack or v > hi + slack
+        status = "fail" if far and name in QUANTITATIVE else "warn"
+        out.append((status, f"{STATISTICS[name]} {v:.4g} outside the training range {lo:.4g}-{hi:.4g}{where}"))
     return out
 
 

@@ -57,7 +57,7 @@ from vne_inline.quantify import (
 )
 from vne_inline.synth.truth import SliceMasks, read_lge_truth, read_truth
 from vne_inline.validate.contours import SliceRois, read_contours
-from vne_inline.validate.quality import cnr, fidelity
+from vne_inline.validate.quality import cnr, edge_width, fidelity
 
 __all__ = [
     "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
@@ -96,7 +96,8 @@ class Truth:
 @dataclass
 class SliceResult:
     """One evaluated T1 slice: images on the T1 grid (y, x), ROIs (the T1 slice's, and the LGE's own
-    when known), truth, the LGE's quality grade and burdens by reading."""
+    when known), truth, the LGE's quality grade and burdens by reading. `pixel_spacing_mm` is the T1
+    grid's (dx, dy) in mm, as :attr:`SliceGeometry.pixel_spacing` (None: square pixels of `pixel_area_mm2`)."""
 
     slice: int
     pixel_area_mm2: float
@@ -109,8 +110,12 @@ class SliceResult:
     lge_nondiagnostic: str | None = None  # why the LGE is graded non-diagnostic; None: diagnostic
     qc: str | None = None  # the VNE's input-domain check (VNE_QC: pass, warn, fail); None: not recorded
     burdens: dict[str, dict[str, SliceBurden]] = field(default_factory=dict)
+    pixel_spacing_mm: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.pixel_spacing_mm is None:
+            side = math.sqrt(self.pixel_area_mm2)
+            self.pixel_spacing_mm = (side, side)
         if not self.burdens:
             self.burdens = {}
             for r in READINGS:
@@ -128,11 +133,13 @@ class SliceResult:
         return lesion_mask(getattr(self, reading.image), r.myo, r.remote, r.blood, reading.fractions[threshold])
 
     def quality(self, score: str, image: str) -> float:
-        """Quality `score` ("cnr" or "fidelity") of `image` ("vne" or "lge"); NaN when undefined."""
+        """Quality `score` (a :data:`QUALITY_SCORES` name) of `image` ("vne" or "lge"); NaN when undefined."""
         data = getattr(self, image)
+        rois = self.rois_for(image)
         if score == "cnr":
-            rois = self.rois_for(image)
             return cnr(data, rois.remote, rois.blood)
+        if score == "edge_width":
+            return edge_width(data, rois.myo, rois.remote, rois.blood, self.pixel_spacing_mm)
         if self.truth is None:
             return math.nan
         return fidelity(data, self.truth.lge, self.rois.myo | self.rois.blood)
@@ -344,7 +351,7 @@ def evaluate_patient(
                 vne=vne[-1].pixels.astype(np.float32), lge=image, rois=_inner(rois[t1.slice], spacing, margin_mm),
                 truth=truth[t1.slice][1] if t1.slice in truth else None,
                 lge_rois=_inner(own, spacing, margin_mm) if own is not None else None,
-                lge_nondiagnostic=nondiagnostic.get(t1.slice),
+                lge_nondiagnostic=nondiagnostic.get(t1.slice), pixel_spacing_mm=spacing,
                 qc=vne[-1].meta_str("VNE_QC"),
             ))
         except ValueError as exc:
