@@ -241,7 +241,12 @@ def test_acquisitions_and_waveforms_are_dropped_with_one_warning_each(server):
 def test_unusable_store_disables_vne_but_images_pass_through(tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    with running(blocker / "store") as server:
+    with pytest.raises(NotADirectoryError):  # refused at start-up ...
+        running(blocker / "store").__enter__()
+    store = tmp_path / "store"
+    with running(store) as server:
+        store.rmdir()
+        store.write_text("")  # ... and when it breaks later, per connection
         msgs = talk(server.address, scan(T1_HEADER, t1_records()))
     assert echoed(images(msgs), t1_records()) and msgs[-1].id == MessageId.CLOSE
     assert texts(msgs)[0].startswith("ERR: VNE disabled for this connection, images pass through")
