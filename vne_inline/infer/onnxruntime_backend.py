@@ -24,6 +24,7 @@ class OnnxRuntimeBackend:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendError(f"onnxruntime is not installed ({exc})") from exc
+        ort.disable_telemetry_events()  # also when onnxruntime was imported before vne_inline set the variable
         path = Path(path)
         threads = threads or default_threads()
         try:
