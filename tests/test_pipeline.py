@@ -338,3 +338,23 @@ def test_announced_sets_and_report_line():
     line = SliceReport(2, True, "from cine series 1 slice 4", 1.04, 0.999, 12.3).line()
     assert line == "T1 slice 2: VNE made: from cine series 1 slice 4 [cine 1.0 mm, cos 0.999] [12 ms]"
     assert SliceReport(0, False, "no cine match: none").line() == "T1 slice 0: no VNE: no cine match: none"
+
+
+def test_t1_slices_completing_together_run_as_one_batch(tmp_path):
+    sizes = []
+
+    class Recording(FakeBackend):
+        def run(self, batch):
+            sizes.append(batch["t1"].shape[0])
+            return super().run(batch)
+
+    core = make_core(tmp_path, backend=Recording())
+    run_connection(core, CINE_HEADER, cine_records())
+    out, session = run_connection(core, header(), t1_records())  # no IR count announced: both complete at close
+    assert len(vnes(out)) == 2 and sizes == [2]
+    assert [r.made for r in session.reports] == [True, True]
+    sizes.clear()
+    core = make_core(tmp_path / "c", backend=Recording())
+    run_connection(core, CINE_HEADER, cine_records())
+    run_connection(core, T1_HEADER, t1_records())  # announced: each slice as its last image arrives
+    assert sizes == [1, 1]

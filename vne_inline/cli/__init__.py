@@ -7,6 +7,7 @@ from vne_inline.cli import (  # noqa: F401  (each module registers its commands 
     gadgetron_cmds,
     infer_cmds,
     inline_cmds,
+    precision_cmds,
     prepare_cmds,
     server_cmds,
     train_cmds,

@@ -36,6 +36,7 @@ from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
 from vne_inline.core.roles import Role, RoleRules, classify
 from vne_inline.core.slices import CineSlice, T1Slice, cine_slices, same_plane, t1_slices
 from vne_inline.core.store import SliceStore, StudyStore, default_store_dir
+from vne_inline.geometry import PlaneMatch
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
 
@@ -158,6 +159,18 @@ class _Skip(Exception):
     """A VNE cannot be made; the message is the one-line reason."""
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A T1 slice claimed for VNE, its cine match and model inputs, and when its last image came in."""
+
+    t1_id: str
+    t1: T1Slice
+    cine: CineSlice
+    plane: PlaneMatch
+    inputs: ModelInputs
+    started: float
+
+
 # ---------------------------------------------------------------------------- the core
 class InlineCore:
     """Shared per process: configuration, store, and the backend (loaded lazily once, unless injected).
@@ -194,12 +207,17 @@ class InlineCore:
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         """The network output (H, W) for one slice; raises _Skip('model error: ...') on failure."""
+        return self.infer_batch([inputs])[0]
+
+    def infer_batch(self, inputs: list[ModelInputs]) -> list[np.ndarray]:
+        """The network outputs (H, W) of slices ready at once, run as one batch (:func:`predict`);
+        raises _Skip('model error: ...') on failure."""
         from vne_inline.infer import predict
 
         backend = self.backend()
         with self._infer_lock:
             try:
-                return predict(backend, [inputs])[0]
+                return predict(backend, inputs)
             except Exception as exc:  # any backend failure is a per-slice skip, never a crash
                 raise _Skip(f"model error: {type(exc).__name__}: {exc}") from exc
 
@@ -284,74 +302,94 @@ class Session:
             self._study.put_cine(cine)
             pending = [k for k, g in self._study.pending_t1()
                        if g.compare(cine.geometry).accepted(c.min_cosine, c.max_distance_mm)]
-        return [vne for t1_id in pending for vne in self._make(t1_id, None, started)]
+        return self._make([(t1_id, None, started) for t1_id in pending])
 
     def _complete_t1(self, final: bool) -> list[ImageRecord]:
-        """Finish every T1 map whose IR images are all in (all maps when `final`)."""
+        """Finish every T1 map whose IR images are all in (all maps when `final`); the slices that
+        complete together run as one batch."""
         expected = max(self.n_sets, MIN_IR_IMAGES)
-        out = []
+        ready = []
         for m in list(self._maps):
             mine = [r for r in self._ir if same_plane(m.geometry, r.geometry)]
             if final or (self.n_sets > 1 and len(mine) >= expected):
                 self._maps.remove(m)
                 self._ir = [r for r in self._ir if not any(r is x for x in mine)]
-                out += self._finish_t1(m, mine)
-        return out
+                ready += self._finish_t1(m, mine)
+        return self._make(ready)
 
-    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord]) -> list[ImageRecord]:
+    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord]) -> list[tuple[str, T1Slice, float]]:
         started = time.perf_counter()
         try:
             (t1,) = t1_slices([t1_map], ir)
         except ValueError as exc:
             self._report(SliceReport(t1_map.slice, False, f"incomplete T1 slice: {exc}"))
             return []
-        return self._make(self._study.put_t1(t1), t1, started)
+        return [(self._study.put_t1(t1), t1, started)]
 
-    # ------------------------------------------------------------------ making one VNE
-    def _make(self, t1_id: str, t1: T1Slice | None, started: float) -> list[ImageRecord]:
-        """Claim T1 slice `t1_id` and make its VNE; [] if it is made elsewhere or cannot be made."""
+    # ------------------------------------------------------------------ making VNE
+    def _make(self, ready: list[tuple[str, T1Slice | None, float]]) -> list[ImageRecord]:
+        """Make the VNE of the T1 slices ready at once, (id, slice or None to load it, start time)
+        each: every slice is claimed, matched and prepared, then all run as one batch; [] for a slice
+        made elsewhere or that cannot be made."""
+        jobs = [job for item in ready if (job := self._prepare(*item)) is not None]
+        if not jobs:
+            return []
+        try:
+            outputs = self._core.infer_batch([job.inputs for job in jobs])
+        except _Skip as exc:
+            for job in jobs:
+                self._fail(job.t1_id, job.t1, job.plane, exc)
+            return []
+        return [vne for job, output in zip(jobs, outputs, strict=True) for vne in self._emit(job, output)]
+
+    def _prepare(self, t1_id: str, t1: T1Slice | None, started: float) -> _Job | None:
+        """Claim T1 slice `t1_id`, match its cine and prepare the model inputs; None (reported) if not."""
         with self._study.locked():
             if not self._study.claim_vne(t1_id):
-                return []
+                return None
             if t1 is None:
                 t1 = self._study.t1(t1_id)
             match = find_match(t1.geometry, self._study.cine_geometries(), self._config.criteria)
             if isinstance(match, NoMatch):
                 self._study.release_vne(t1_id)
                 self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}"))
-                return []
-        plane = match.plane
+                return None
         try:
             cine = self._study.cine(match.key)
-            vne = self._infer(t1, cine)
+            return _Job(t1_id, t1, cine, match.plane, self._inputs(t1, cine), started)
         except Exception as exc:  # a skip reason, or an unexpected failure reported the same way
-            self._study.release_vne(t1_id)
-            if not isinstance(exc, _Skip):
-                log.debug("unexpected VNE failure", exc_info=True)
-            reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
-            self._report(SliceReport(t1.slice, False, reason, plane.distance_mm, plane.cosine))
+            self._fail(t1_id, t1, match.plane, exc)
+            return None
+
+    def _emit(self, job: _Job, output: np.ndarray) -> list[ImageRecord]:
+        try:
+            vne = vne_record(job.t1.map_record, output, self._config.vne_series_index, self._core.backend().config)
+        except Exception as exc:
+            self._fail(job.t1_id, job.t1, job.plane, _Skip(f"model error: {exc}") if isinstance(exc, ValueError) else exc)
             return []
-        self._study.mark_vne_made(t1_id)
-        elapsed = 1000.0 * (time.perf_counter() - started)
-        source = f"from cine series {cine.key[0]} slice {cine.key[1]}"
-        self._report(SliceReport(t1.slice, True, source, plane.distance_mm, plane.cosine, elapsed))
+        self._study.mark_vne_made(job.t1_id)
+        elapsed = 1000.0 * (time.perf_counter() - job.started)
+        source = f"from cine series {job.cine.key[0]} slice {job.cine.key[1]}"
+        self._report(SliceReport(job.t1.slice, True, source, job.plane.distance_mm, job.plane.cosine, elapsed))
         return [vne]
 
-    def _infer(self, t1: T1Slice, cine: CineSlice) -> ImageRecord:
+    def _fail(self, t1_id: str, t1: T1Slice, plane: PlaneMatch, exc: Exception) -> None:
+        self._study.release_vne(t1_id)
+        if not isinstance(exc, _Skip):
+            log.debug("unexpected VNE failure", exc_info=exc)
+        reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
+        self._report(SliceReport(t1.slice, False, reason, plane.distance_mm, plane.cosine))
+
+    def _inputs(self, t1: T1Slice, cine: CineSlice) -> ModelInputs:
         try:
             cine_on_t1 = resample_onto(t1.geometry, cine.frames, cine.geometry).data
         except ValueError as exc:
             raise _Skip(f"cine not usable: {exc}") from exc
         backend = self._core.backend()
         try:
-            inputs = prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
+            return prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
         except ValueError as exc:
             raise _Skip(f"bad input: {exc}") from exc
-        output = self._core.infer(inputs)
-        try:
-            return vne_record(t1.map_record, output, self._config.vne_series_index, backend.config)
-        except ValueError as exc:
-            raise _Skip(f"model error: {exc}") from exc
 
     def _report(self, report: SliceReport) -> None:
         self.reports.append(report)
