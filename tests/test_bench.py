@@ -33,7 +33,7 @@ def test_bench_reports_numbers_and_unavailable_backends(tmp_path, monkeypatch):
 
     assert ok.peak_fraction == pytest.approx(ok.gflop_per_s / report.peaks[("pytorch", "fp32")].gflops)
     text = to_markdown(report, "vne-inline bench --runs 2")
-    assert text.startswith("| backend | precision | GFLOP/slice | ms/slice b=1 | ms/slice b=8 |")
+    assert text.startswith("| backend | precision | GFLOP/slice | ms/slice b=1 | ms/slice b=3 |")
     assert "| nonsense | fp32 | unavailable |" in text and "- CPU: " in text and "- torch: " in text
     assert "| library | fp32 | bf16 | int8 |" in text and "| pytorch |" in text
     assert "Command: `vne-inline bench --runs 2`" in text

@@ -184,3 +184,27 @@ def test_compare_reports_burden_pixel_and_dice_differences_and_the_verdict():
     assert rows[0][:2] == ("openvino", "bf16") and "rejected" in rows[0][-1]
     assert "| backend | precision | ms/slice |" in to_markdown([c], record_path("m.onnx"))
     json.dumps(Candidate("onnxruntime", "int8", slices=diffs).to_json())  # the record entry is JSON
+
+
+@pytest.mark.slow
+def test_validate_precision_end_to_end_on_a_synthetic_patient(tiny_model, tmp_path):
+    from vne_inline.synth.exam import generate_patient
+    from vne_inline.validate.precision import validate_precision
+
+    exams = tmp_path / "exams"
+    generate_patient(exams, seed=4040, index=0)
+    candidates, path = validate_precision(exams, exams, tiny_model, threads=1, runs=1, candidates=(
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "bf16"), ("pytorch", "int8")))
+    ref, int8, bf16, unknown = candidates
+    assert ref.accepted and len(ref.slices) == 3 and ref.max_difference() == 0.0
+    assert int8_path(tiny_model).is_file() and len(int8.slices) == 3 and int8.ms_per_slice > 0
+    assert int8.accepted == (int8.max_difference() <= 0.5) and int8.reason.startswith(("accepted", "rejected"))
+    assert {s.slice for s in int8.slices} == {s.slice for s in ref.slices}
+    assert 0 < max(s.max_abs_pixel for s in int8.slices) < max(s.max_abs_reference for s in int8.slices)
+    if not matrix_features().bf16_native:
+        assert bf16.reason.startswith("not run:") and "bf16" in bf16.reason and not bf16.accepted
+    assert unknown.reason.startswith("not run:") and not unknown.accepted
+    record, why = read_record(tiny_model)
+    assert path == record_path(tiny_model) and why == "" and record["validation"]["patients"] == 1
+    assert [c["precision"] for c in record["candidates"]] == ["fp32", "int8", "bf16", "int8"]
+    assert len(record["candidates"][1]["per_slice"]) == 3

@@ -34,7 +34,7 @@ def export(
 @app.command()
 def bench(
     backends: Annotated[str, typer.Option(help="Comma-separated rows: a backend (tensorrt, openvino, onnxruntime, "
-                                          "pytorch, pytorch-cuda-fp16) for all its precisions, or backend:precision "
+                                          "pytorch, pytorch-cuda) for all its precisions, or backend:precision "
                                           "(openvino:bf16, onnxruntime:int8); default: all.")] = "",
     model: Annotated[Path | None, typer.Option(help="Model (.onnx; its .safetensors sibling for pytorch). "
                                                "Default: the shipped model.")] = None,

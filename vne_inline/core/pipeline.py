@@ -72,6 +72,14 @@ def _backend_name(text: str) -> str:
     return text
 
 
+def _precision(text: str) -> str:
+    from vne_inline.infer.precision import PRECISIONS  # names only: no runtime is imported
+
+    if text not in ("auto", *PRECISIONS):
+        raise ValueError(f"choose from auto, {', '.join(PRECISIONS)}")
+    return text
+
+
 def _int_in(low: int, high: int):
     def parse(text: str) -> int:
         value = int(text)
@@ -85,7 +93,7 @@ def _int_in(low: int, high: int):
 #: Property name -> parser of its text value (ValueError on a bad value).
 PROPERTIES = {
     "store_dir": Path, "expiry_h": _positive_float, "vne_series_index": _int_in(0, 65535),
-    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024),
+    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024), "precision": _precision,
     "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
     "min_cosine": _cosine, "max_distance_mm": _positive_float,
 }
@@ -94,7 +102,8 @@ PROPERTIES = {
 @dataclass(frozen=True)
 class CoreConfig:
     """Inline core settings. `store_dir` defaults to ``$VNE_INLINE_STORE`` or ``~/.cache/vne-inline/store``;
-    `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default."""
+    `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default;
+    `precision` "auto" (the fastest the model's validation accepted), "fp32", "bf16" or "int8"."""
 
     rules: RoleRules = field(default_factory=RoleRules)
     store_dir: Path = field(default_factory=default_store_dir)
@@ -104,12 +113,13 @@ class CoreConfig:
     backend: str = "auto"
     model: Path | None = None
     threads: int | None = None
+    precision: str = "auto"
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> CoreConfig:
         """From string properties (Gadgetron ``<property>`` elements, MRD JSON parameters).
 
-        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``,
+        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``, ``precision``,
         ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
         ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``. Empty values keep the default.
         Raises ValueError naming the key for an unknown key or a bad value.
@@ -197,17 +207,14 @@ class InlineCore:
 
                 c = self.config
                 try:
-                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads)
+                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads,
+                                                 c.precision)
                     log.info("VNE backend %s loaded", self._backend.name)
                 except BackendError as exc:
                     self._backend_error = str(exc)
             if self._backend is None:
                 raise _Skip(f"backend unavailable: {self._backend_error}")
             return self._backend
-
-    def infer(self, inputs: ModelInputs) -> np.ndarray:
-        """The network output (H, W) for one slice; raises _Skip('model error: ...') on failure."""
-        return self.infer_batch([inputs])[0]
 
     def infer_batch(self, inputs: list[ModelInputs]) -> list[np.ndarray]:
         """The network outputs (H, W) of slices ready at once, run as one batch (:func:`predict`);

@@ -1,13 +1,13 @@
 """Inference speed per backend and precision (`vne-inline bench`).
 
 Per row (a backend at a precision: OpenVINO fp32 / bf16 / int8, ONNX Runtime fp32 / int8, PyTorch fp32,
-TensorRT): model GFLOP per slice, median ms per slice at batch 1 and 8, achieved GFLOP/s at batch 1 and
+TensorRT): model GFLOP per slice, median ms per slice at batch 1 and 3 (a T1 scan), achieved GFLOP/s at batch 1 and
 its share of the matrix-multiply peak of the same library at the same precision, measured in the same
 run with the same thread count (:mod:`vne_inline.infer.peaks`), cold start (import + load + first slice
 in a fresh process) and that process's peak resident memory. The CPU's matrix features are named
-(:mod:`vne_inline.infer.cpu_features`). With a CUDA GPU and torch, the row ``pytorch-cuda-fp16``
-(float16 weights, CUDA graphs) stands in for TensorRT where no engine exists; without one it says
-"not measured".
+(:mod:`vne_inline.infer.cpu_features`). With a CUDA GPU and torch, the rows ``pytorch-cuda``
+(float16 and bfloat16 weights, CUDA graphs) stand in for TensorRT where no engine exists; without one
+they say "not measured".
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from vne_inline.modelspec import ModelConfig, read_config
 __all__ = ["BATCHES", "CUDA_STANDIN", "ROWS", "BackendResult", "BenchReport", "notes", "parse_rows", "run_bench",
            "to_markdown", "to_peak_table", "to_table"]
 
-#: Batch sizes timed for every backend.
-BATCHES = (1, 8)
-#: Name of the PyTorch CUDA float16 + CUDA graphs row (TensorRT stand-in).
-CUDA_STANDIN = "pytorch-cuda-fp16"
+#: Batch sizes timed for every backend: one slice, and the three slices of a T1-mapping scan.
+BATCHES = (1, 3)
+#: Name of the PyTorch CUDA rows (float16 and bfloat16 weights, CUDA graphs; TensorRT stand-in).
+CUDA_STANDIN = "pytorch-cuda"
 #: (backend, precision) rows benchmarked by default, in table order.
 ROWS: tuple[tuple[str, str], ...] = (
     ("tensorrt", "engine"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
-    ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("pytorch", "fp32"), (CUDA_STANDIN, "fp16"),
+    ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("pytorch", "fp32"), (CUDA_STANDIN, "fp16"), (CUDA_STANDIN, "bf16"),
 )
 _GPU_ROWS = ("tensorrt", CUDA_STANDIN)
 
@@ -140,16 +140,17 @@ def cold_start(name: str, model: str | Path | None, threads: int, size: int, pre
     return result["seconds"], result["rss_mib"]
 
 
-def _cuda_standin(model: str | Path | None, size: int, runs: int) -> BackendResult:
-    """PyTorch float16 on the GPU with CUDA graphs; ms per slice from CUDA events."""
+def _cuda_standin(model: str | Path | None, size: int, runs: int, precision: str) -> BackendResult:
+    """PyTorch float16 or bfloat16 (`precision`) on the GPU with CUDA graphs; ms per slice from CUDA events."""
     import torch
 
     from vne_inline.model.generator import load_weights
 
-    net = load_weights(model_file(model, ".safetensors"), "cuda").half()
-    result = BackendResult(CUDA_STANDIN, "fp16", f"torch {torch.__version__}, {torch.cuda.get_device_name()}, fp16, CUDA graphs")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    net = load_weights(model_file(model, ".safetensors"), "cuda").to(dtype)
+    result = BackendResult(CUDA_STANDIN, precision, f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {precision}, CUDA graphs")
     for batch in BATCHES:
-        static = [torch.from_numpy(a).to("cuda", torch.float16) for a in _random_batch(net.config, batch, size).values()]
+        static = [torch.from_numpy(a).to("cuda", dtype) for a in _random_batch(net.config, batch, size).values()]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode():
@@ -177,7 +178,7 @@ def _bench_one(name: str, precision: str, model: str | Path | None, size: int, r
     if name == CUDA_STANDIN:
         if not _cuda_available():
             raise BackendError("not measured: no CUDA GPU visible to torch")
-        return _cuda_standin(model, size, runs)
+        return _cuda_standin(model, size, runs, precision)
     backend = load_backend(name, model, threads, "fp32" if precision == "engine" else precision)
     result = BackendResult(name, precision, backend.detail)
     for batch in BATCHES:
@@ -272,7 +273,7 @@ def _config(model: str | Path | None) -> ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------- output
-_HEADERS = ("backend", "precision", "GFLOP/slice", "ms/slice b=1", "ms/slice b=8", "GFLOP/s b=1",
+_HEADERS = ("backend", "precision", "GFLOP/slice", *(f"ms/slice b={b}" for b in BATCHES), "GFLOP/s b=1",
             "own peak GFLOP/s", "share of peak", "cold start s", "peak RSS MiB")
 _PEAK_HEADERS = ("library", *PRECISIONS)
 

@@ -2,9 +2,10 @@
 
 1. Calibration: synthetic patients (their own seed) run through the inline core with the float32 model;
    the padded model inputs it sees calibrate the int8 model (:func:`vne_inline.infer.quantize.quantize_int8`).
-2. Validation: other synthetic patients run through :func:`evaluate_exams` once per candidate
-   (float32 ONNX Runtime is the reference; OpenVINO float32 and bfloat16, int8 with ONNX Runtime and
-   OpenVINO). Per T1 slice: the VNE burden difference at FWHM/FWQM/FWEM for the paper's fractions
+2. Validation: other synthetic patients run once through :func:`evaluate_exams` with the reference
+   (float32 ONNX Runtime); every candidate (OpenVINO float32 and bfloat16, int8 with ONNX Runtime and
+   OpenVINO) runs on the same model inputs, batch by batch, and its output is read with the same ROIs.
+   Per T1 slice: the VNE burden difference at FWHM/FWQM/FWEM for the paper's fractions
    (50/25/12.5 %) and the adjusted ones (35/20/10 %), the largest absolute pixel difference, and the
    Dice of the lesion masks.
 3. A candidate is accepted when it made the VNE of every slice the reference made and every slice's
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from vne_inline.core.normalise import crop, pad_to_multiple, to_vne
 from vne_inline.infer.base import BackendError, model_file
 from vne_inline.infer.bench import time_backend
 from vne_inline.infer.cpu_features import matrix_features
@@ -160,6 +162,49 @@ class _Recorder:
         return self._backend.run(batch)
 
 
+class _Tee:
+    """The reference backend (whose output the inline core uses), running every candidate on each batch
+    too and keeping their outputs, so that all precisions see the same model inputs."""
+
+    def __init__(self, reference, candidates: Mapping[str, object]) -> None:
+        self._reference, self._candidates = reference, dict(candidates)
+        self.name, self.config, self.detail = reference.name, reference.config, reference.detail
+        self.runs: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self.errors: dict[str, str] = {}
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        output = np.asarray(self._reference.run(batch))
+        others = {}
+        for label, backend in self._candidates.items():
+            if label not in self.errors:
+                try:
+                    others[label] = np.asarray(backend.run(batch))
+                except Exception as exc:  # a failing candidate is rejected, the reference goes on
+                    self.errors[label] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+        self.runs.append((output, others))
+        return output
+
+    def _outputs(self, vne: np.ndarray) -> dict[str, np.ndarray]:
+        """The candidates' VNE images for the slice whose reference VNE image is `vne` ({} if unknown)."""
+        _, info = pad_to_multiple(np.zeros(vne.shape, np.float32), self.config.size_multiple)
+        for output, others in self.runs:
+            if output.shape[-2:] != (info.shape[0] + info.top + info.bottom, info.shape[1] + info.left + info.right):
+                continue
+            for i in range(output.shape[0]):
+                if np.array_equal(to_vne(crop(output[i, 0], info)), vne):
+                    return {label: to_vne(crop(o[i, 0], info)) for label, o in others.items()}
+        return {}
+
+    def evaluation(self, reference: Evaluation, label: str) -> Evaluation:
+        """`reference` with candidate `label`'s VNE images read with the same ROIs (slices it lacks left out)."""
+        patients = []
+        for p in reference.patients:
+            slices = [replace(s, vne=out[label], burdens={}) for s in p.slices
+                      if label in (out := self._outputs(s.vne))]
+            patients.append(replace(p, slices=slices))
+        return replace(reference, patients=patients)
+
+
 def validate_precision(
     exams: Path,
     calibration: Path,
@@ -188,12 +233,7 @@ def validate_precision(
 
         quantize_int8(onnx, batches, int8_path(onnx), reduce_range=not features.int8_dot)
         progress(f"int8 model written to {int8_path(onnx)} ({len(batches)} calibration batches)")
-    progress(f"reference: {ref_name} {ref_precision}")
-    reference = evaluate_exams(exams, reference_backend)
-    n_ref = sum(len(p.slices) for p in reference.patients)
-    if n_ref == 0:
-        raise BackendError("the reference evaluated no slice: " + "; ".join(reference.skipped[:3]))
-    results = []
+    results, loaded = [], {}
     for name, precision in candidates:
         candidate = Candidate(name, precision)
         results.append(candidate)
@@ -205,13 +245,25 @@ def validate_precision(
             continue
         candidate.detail = backend.detail
         candidate.ms_per_slice = time_backend(backend, _TIME_SIZE, 1, runs)
-        if (name, precision) == (ref_name, ref_precision):
-            candidate.slices, missing = compare(reference, reference)
+        progress(f"{candidate.label}: {candidate.ms_per_slice:.1f} ms per {_TIME_SIZE} x {_TIME_SIZE} slice")
+        if candidate is not results[0]:
+            loaded[candidate.label] = backend
+    progress(f"reference {results[0].label} on the patients in {Path(exams).name}, with {', '.join(loaded) or 'nothing'}")
+    tee = _Tee(reference_backend, loaded)
+    reference = evaluate_exams(exams, tee, progress=progress)
+    n_ref = sum(len(p.slices) for p in reference.patients)
+    if n_ref == 0:
+        raise BackendError("the reference evaluated no slice: " + "; ".join(reference.skipped[:3]))
+    for candidate in results:
+        if candidate is results[0]:
+            candidate.slices, _ = compare(reference, reference)
             candidate.accepted, candidate.reason = True, f"reference: {n_ref} slices"
-        else:
-            candidate.slices, missing = compare(reference, evaluate_exams(exams, backend))
+        elif candidate.label in tee.errors:
+            candidate.reason = f"rejected: failed to run: {tee.errors[candidate.label]}"
+        elif candidate.label in loaded:
+            candidate.slices, missing = compare(reference, tee.evaluation(reference, candidate.label))
             _verdict(candidate, missing, tolerance)
-        progress(f"{candidate.label}: {candidate.ms_per_slice:.1f} ms per slice; {candidate.reason}")
+        progress(f"{candidate.label}: {candidate.reason}")
     record = {
         "machine": {"cpu": features.model, "features": features.names, "description": features.describe(),
                     "threads": threads},
