@@ -207,7 +207,21 @@ def test_summary_counts_false_positives_and_dice_against_lge(evaluation) -> None
     dice = {(d.reading, d.threshold): d for d in summary.dice}
     assert dice[("VNE", "FWHM")].values.size == 2 and dice[("VNE", "FWHM")].mean > 0.8
     quality = {q.score: q for q in summary.quality}
-    assert set(quality) == {"cnr"} and quality["cnr"].test.n == 3  # no truth: no fidelity score
+    assert set(quality) == {"cnr", "edge_width"} and quality["cnr"].test.n == 3  # no truth: no fidelity score
+
+
+def test_edge_width_vne_vs_lge(evaluation, tmp_path) -> None:
+    """The fake VNE is a step on the T1 grid; the LGE, a step on its own 1.375 mm grid resampled
+    bilinearly onto the T1 grid, is blurred by that interpolation: its border is wider."""
+    for p in evaluation.patients:
+        for s in p.slices:
+            assert s.pixel_spacing_mm == pytest.approx((100.0 / 64, 100.0 / 64))
+            vne, lge = s.quality("edge_width", "vne"), s.quality("edge_width", "lge")
+            assert 0.0 < vne < lge < 2.5, (p.name, s.slice, vne, lge)
+    row = next(q for q in summarise(evaluation).quality if q.score == "edge_width")
+    assert row.test.n == 3 and np.all(row.vne < row.lge)
+    text = write_report(evaluation, tmp_path / "report", examples=0).read_text()
+    assert "| edge_width | 3 |" in text and "10-90 % edge width (mm)" in text and "smaller is sharper" in text
 
 
 def test_report_files(evaluation, tmp_path) -> None:
@@ -345,7 +359,7 @@ def test_synthetic_numbers_are_consistent(synthetic) -> None:
         n = len(patients) if row.level == "patient" else sum(len(p.slices) for p in patients)
         assert row.stats.n == n == row.vne.size
         assert row.stats.bland_altman.bias == pytest.approx(float(np.mean(row.vne - row.lge)))
-    assert {q.score for q in summary.quality} == {"cnr", "fidelity"}
+    assert {q.score for q in summary.quality} == {"cnr", "fidelity", "edge_width"}
     with (report.parent / "burden_per_patient.csv").open() as f:
         for row, p in zip(csv.DictReader(f), patients, strict=True):
             for t, reading in ((t, r.name) for r in READINGS for t in LGE_FRACTIONS):
@@ -383,3 +397,25 @@ def test_recorded_respiratory_ghosts_grade_a_synthetic_lge_nondiagnostic(synthet
     assert [p.name for p in primary.patients] == ["patient_002"]
     assert primary.skipped == ["patient_009: left out of the primary analysis (LGE non-diagnostic on every slice: "
                                "respiratory ghosts (synthetic exam's artefact record))"]
+
+
+def test_the_without_cine_reading_sends_no_cine(exams, evaluation) -> None:
+    seen: list[bool] = []
+
+    class Recording(T1Backend):
+        def run(self, batch):
+            seen.append(bool(np.any(batch["cine"])))
+            return super().run(batch)
+
+    without = evaluate_exams(exams[0], Recording(), exams[1], margin_mm=0.0, without_cine=True)
+    assert seen and not any(seen)  # every slice inferred with a blank cine input
+    assert "VNE without cine" in without.model and "without cine" not in evaluation.model
+    for a, b in zip(without.patients, evaluation.patients, strict=True):  # this stand-in ignores the cine
+        assert a.burden("VNE", "FWHM") == pytest.approx(b.burden("VNE", "FWHM"))
+
+
+def test_the_domain_check_is_recorded_and_reported(evaluation, tmp_path) -> None:
+    # the stand-in model carries no training-domain description: every VNE is made, tagged "warn", measured
+    assert evaluation.qc_counts() == {"warn": 6}
+    report = write_report(evaluation, tmp_path / "qc", examples=0).read_text()
+    assert "**Input-domain check** of the VNE" in report and "warn 6" in report

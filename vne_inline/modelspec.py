@@ -29,6 +29,7 @@ class ModelConfig:
     fusion_width: int = 32
     trained_on: str = "synthetic"
     name: str = "vne-default"
+    domain: str = ""  # JSON of the training domain (core.domain.TrainingDomain); "" when not described
 
     @property
     def size_multiple(self) -> int:

@@ -11,12 +11,26 @@ import typer
 from vne_inline.cli.app import app
 
 
+def _field(text: str) -> float | str:
+    """--field: 1.5, 3 (tesla) or "mixed"."""
+    if text == "mixed":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (1.5, 3.0):
+        raise typer.BadParameter("must be 1.5, 3 or mixed", param_hint="--field")
+    return value
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Output directory; patients go to OUT/patient_<NNN>/.")],
     patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Data-set seed: same seed and index give identical files.")] = 0,
-    field: Annotated[float, typer.Option("--field", help="Field strength in tesla: 1.5 or 3.")] = 1.5,
+    field: Annotated[str, typer.Option("--field", help="Field strength in tesla: 1.5, 3, or mixed (drawn per patient).")] = "1.5",
+    t1_scheme: Annotated[str, typer.Option("--t1-scheme", help="T1 mapping: shmolli, molli-533, molli-3335, or mixed (drawn per patient).")] = "shmolli",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
     start: Annotated[int, typer.Option("--start", min=0, help="Index of the first patient.")] = 0,
 ) -> None:
@@ -38,15 +52,18 @@ def synth(
 
     from vne_inline.synth.exam import generate_exams
 
-    if field not in (1.5, 3.0):
-        raise typer.BadParameter("field must be 1.5 or 3", param_hint="--field")
+    from vne_inline.synth.patient import MIXED, T1_SCHEMES
+
+    field_t = _field(field)
+    if t1_scheme not in (*T1_SCHEMES, MIXED):
+        raise typer.BadParameter(f"must be one of {', '.join(T1_SCHEMES)} or {MIXED}", param_hint="--t1-scheme")
     console = Console()
     begin = time.perf_counter()
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     burdens = []
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("", total=patients)
-        for s in generate_exams(out, patients, seed, field, workers, start):
+        for s in generate_exams(out, patients, seed, field_t, workers, start, t1_scheme):
             burdens.append(s.lesion_burden)
             flags = [k for k, v in s.artefacts.items() if v]
             progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"

@@ -23,6 +23,8 @@ def evaluate_command(
                                                   "default: each exam's truth.h5", exists=True, file_okay=False)] = None,
     examples: Annotated[int, typer.Option(min=0, help="patients shown as image montages")] = 3,
     margin_mm: Annotated[float, typer.Option(min=0.0, help="partial-volume rim (mm) left out of the myocardium ROIs")] = BORDER_MARGIN_MM,
+    without_cine: Annotated[bool, typer.Option("--without-cine", help="the VNE-without-cine reading: cine files are not "
+                                               "sent, VNE from the IR images and T1 map only")] = False,
 ) -> None:
     """Run VNE through the inline core on every exam, match LGE onto the T1 grid, quantify lesion burden
     (FWHM/FWQM/FWEM; VNE also at 35/20/10 %) and write the agreement statistics and figures."""
@@ -41,7 +43,7 @@ def evaluate_command(
     except BackendError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    evaluation = evaluate_exams(exams, engine, contours, progress=typer.echo, margin_mm=margin_mm)
+    evaluation = evaluate_exams(exams, engine, contours, progress=typer.echo, margin_mm=margin_mm, without_cine=without_cine)
     if not evaluation.patients:
         typer.echo("error: no patient could be evaluated", err=True)
         raise typer.Exit(1)

@@ -72,6 +72,10 @@ def train_command(
         float, typer.Option(min=0.0, max=0.9999, help="decay per step of the generator weight average (0: off)")
     ] = 0.999,
     fp16: Annotated[bool, typer.Option(help="store generator.safetensors in float16")] = False,
+    cine_dropout: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="share of training samples with the cine input zeroed (VNE without cine)")
+    ] = 0.0,
+    keep_epochs: Annotated[bool, typer.Option(help="also write each epoch's weights as epoch_NNN.safetensors")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train the VNE generator (conditional GAN) on matched native/LGE slices."""
@@ -104,6 +108,8 @@ def train_command(
         progress=progress,
         init=str(init) if init is not None else None,
         ema_decay=ema_decay,
+        cine_dropout=cine_dropout,
+        keep_epochs=keep_epochs,
     )
     try:
         history = train(data, out, config, options, resume=resume)
@@ -131,3 +137,60 @@ def average_command(
         raise typer.Exit(1) from exc
     save_weights(model, out, fp16=fp16)
     typer.echo(f"average of {len(weights)} weights files written to {out}")
+
+
+@app.command("train-recipe")
+def train_recipe_command(
+    out: Annotated[Path, typer.Option("--out", help="recipe folder: exams, triplets, run, selection, model")],
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="synthetic-exam worker processes")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    epochs: Annotated[int | None, typer.Option(min=1, help="training epochs (default: the recipe's)")] = None,
+    train_patients: Annotated[int | None, typer.Option(min=2, help="training exams (default: the recipe's)")] = None,
+    selection_patients: Annotated[int | None, typer.Option(min=2, help="selection exams (default: the recipe's)")] = None,
+) -> None:
+    """The default model from scratch: mixed-domain synthetic exams, prepare, train, choose the epoch on
+    selection exams only, export (ONNX + fp16 safetensors) and the model card's selection table.
+    Run it again with the same folder to continue after an interruption."""
+    from dataclasses import replace
+
+    from vne_inline.train.recipe import Recipe, run_recipe
+
+    recipe = Recipe()
+    changes = {k: v for k, v in (("epochs", epochs), ("train_patients", train_patients),
+                                 ("selection_patients", selection_patients)) if v is not None}
+    if "epochs" in changes:
+        changes["select_from"] = min(recipe.select_from, changes["epochs"] - 1)
+    recipe = replace(recipe, **changes)
+    try:
+        model_dir = run_recipe(out, recipe, threads=threads, workers=workers, device=device, log=typer.echo)
+    except ValueError as exc:
+        typer.echo(f"train-recipe: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"model written to {model_dir}")
+
+
+@app.command("model-domain")
+def model_domain_command(
+    exams: Annotated[Path, typer.Option("--exams", help="the model's training exams (patient folders)", exists=True, file_okay=False)],
+    weights: Annotated[Path, typer.Option("--weights", help="generator weights (.safetensors)", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="weights written with the domain (.safetensors; an .onnx beside it)")],
+) -> None:
+    """Measure the training domain on the model's training exams and store it with the weights (the
+    input-domain check of every VNE compares each slice with it)."""
+    from vne_inline.infer.export import export_onnx
+    from vne_inline.model.generator import load_weights, save_weights
+    from vne_inline.train.domain import describe_domain, with_domain
+    from vne_inline.validate.evaluate import patient_dirs
+
+    try:
+        domain = describe_domain(patient_dirs(exams))
+    except ValueError as exc:
+        typer.echo(f"model-domain: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    generator = load_weights(weights)
+    generator.config = with_domain(generator.config, domain)
+    save_weights(generator, out, fp16=True)
+    onnx = export_onnx(load_weights(out), out.with_suffix(".onnx"))
+    fields = ", ".join(f"{f:g} T" for f in domain.fields_t)
+    typer.echo(f"domain ({fields}; IR images {', '.join(map(str, domain.n_ir_images))}) stored in {out} and {onnx}")

@@ -95,13 +95,16 @@ def _vne_meta(t1_map: ImageRecord, comment: str) -> dict[str, MetaValue]:
     }
 
 
-def vne_record(t1_map: ImageRecord, output: np.ndarray, series_index: int, model: ModelConfig) -> ImageRecord:
+def vne_record(t1_map: ImageRecord, output: np.ndarray, series_index: int, model: ModelConfig,
+               notes: dict[str, str] | None = None, comment_notes: tuple[str, ...] = ()) -> ImageRecord:
     """The VNE image for `t1_map` from the network `output` (H, W) in normalised units (ValueError if the
-    shape is not the map's)."""
+    shape is not the map's). `notes`: extra meta (e.g. ``VNE_QC``); `comment_notes` are appended to the
+    image comment in brackets (e.g. that the VNE was made without cine)."""
     output = np.asarray(output)
     shape = t1_map.geometry.shape
     if output.shape != shape:
         raise ValueError(f"network output shape {output.shape} does not match the T1 map's grid {shape}")
     data = to_vne(output)[None, None]
     head = _vne_header(t1_map.head, shape, series_index)
-    return ImageRecord(data=data, head=head, meta=_vne_meta(t1_map, model_comment(model)))
+    comment = " ".join([model_comment(model), *(f"[{n}]" for n in comment_notes)])
+    return ImageRecord(data=data, head=head, meta={**_vne_meta(t1_map, comment), **(notes or {})})

@@ -253,18 +253,20 @@ class ModelInputs:
 
 
 def prepare_inputs(
-    cine: np.ndarray, ir: np.ndarray, ti_ms: np.ndarray, t1_ms: np.ndarray, config: ModelConfig
+    cine: np.ndarray | None, ir: np.ndarray, ti_ms: np.ndarray, t1_ms: np.ndarray, config: ModelConfig
 ) -> ModelInputs:
     """Normalise one slice for the generator (module docstring): cine (P, H, W), ir (K0, H, W) with
-    ti_ms (K0,), t1_ms (H, W), all on the T1 map's grid, scanner units / ms.
+    ti_ms (K0,), t1_ms (H, W), all on the T1 map's grid, scanner units / ms. `cine` None gives an
+    all-zero cine input (a VNE without cine, as the generator saw it in training's stream dropout).
 
     NaN/inf pixels inside otherwise valid inputs are replaced by 0. Raises ValueError for complex or
     wrongly shaped inputs, inputs with no finite value, mismatched H/W, fewer than 2 cine phases,
     fewer than 3 IR images, TIs that are not finite or do not match the IR images.
     """
-    cine = _as_real(cine, "cine (P, H, W)", 3)
     ir = _as_real(ir, "ir (K0, H, W)", 3)
     t1 = _as_real(t1_ms, "t1_ms (H, W)", 2)
+    blank = cine is None
+    cine = np.zeros((2, *t1.shape), np.float32) if blank else _as_real(cine, "cine (P, H, W)", 3)
     ti = np.asarray(ti_ms, dtype=np.float64)
     shapes = {"cine": cine.shape[-2:], "ir": ir.shape[-2:], "t1": t1.shape}
     if len(set(shapes.values())) > 1:
@@ -277,7 +279,8 @@ def prepare_inputs(
         raise ValueError(f"ti_ms must have shape ({ir.shape[0]},) to match the IR images, got {ti.shape}")
     if not np.isfinite(ti).all():
         raise ValueError(f"ti_ms must be finite, got {ti.tolist()}")
-    cine_n = resample_cycle(normalise_series(cine, "cine"), config.n_cine_frames)
+    cine_n = (np.zeros((config.n_cine_frames, *cine.shape[-2:]), np.float32) if blank
+              else resample_cycle(normalise_series(cine, "cine"), config.n_cine_frames))
     ir_n, _ = select_ir(normalise_series(ir, "IR images"), ti, config.n_ir_images)
     return ModelInputs(cine=cine_n, ir=ir_n, t1=normalise_t1(t1)[None])
 

@@ -14,7 +14,10 @@ when its map and its IR images are in (the header's announced ``set`` count, els
 written to the store and gets its VNE: closest cine slice in the store (:func:`find_match`),
 resampled onto the T1 grid, normalised, inferred, emitted. A cine slice that completes later (on
 a later connection) makes the VNE of every still pending T1 slice it matches. Each T1 slice gets at
-most one VNE per study. A slice that cannot be made is logged once with the reason and reported in
+most one VNE per study. With ``vne_without_cine`` a T1 slice that no stored cine matches gets its VNE
+from the IR images and the map alone, at once (tagged ``VNE_Inputs=IR+T1``). Every VNE carries the
+input-domain check (:mod:`core.domain`: ``VNE_QC`` pass/warn/fail, ``VNE_QC_Reason``); a VNE whose
+check is at or above ``qc_withhold`` is withheld with that reason. A slice that cannot be made is logged once with the reason and reported in
 :attr:`Session.reports`; inputs always pass through and nothing raises out of ``feed``/``close``.
 """
 
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vne_inline.core.domain import STATUSES, DomainCheck, TrainingDomain, check_domain, slice_statistics
 from vne_inline.core.emit import vne_record
 from vne_inline.core.match import MatchCriteria, NoMatch, find_match, resample_onto
 from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
@@ -80,6 +84,19 @@ def _precision(text: str) -> str:
     return text
 
 
+def _flag(text: str) -> bool:
+    value = text.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false")
+    return value in ("true", "1", "yes", "on")
+
+
+def _withhold(text: str) -> str:
+    if text not in (*STATUSES[1:], "never"):
+        raise ValueError("choose from warn, fail, never")
+    return text
+
+
 def _int_in(low: int, high: int):
     def parse(text: str) -> int:
         value = int(text)
@@ -96,6 +113,7 @@ PROPERTIES = {
     "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024), "precision": _precision,
     "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
     "min_cosine": _cosine, "max_distance_mm": _positive_float,
+    "vne_without_cine": _flag, "qc_withhold": _withhold,
 }
 
 
@@ -103,7 +121,9 @@ PROPERTIES = {
 class CoreConfig:
     """Inline core settings. `store_dir` defaults to ``$VNE_INLINE_STORE`` or ``~/.cache/vne-inline/store``;
     `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default;
-    `precision` "auto" (the fastest the model's validation accepted), "fp32", "bf16" or "int8"."""
+    `precision` "auto" (the fastest the model's validation accepted), "fp32", "bf16" or "int8";
+    `vne_without_cine`: make a VNE from IR images and map when no cine matches; `qc_withhold`: withhold
+    a VNE whose domain check is "fail" (default), "warn" or worse, or "never" (tagged only)."""
 
     rules: RoleRules = field(default_factory=RoleRules)
     store_dir: Path = field(default_factory=default_store_dir)
@@ -114,6 +134,8 @@ class CoreConfig:
     model: Path | None = None
     threads: int | None = None
     precision: str = "auto"
+    vne_without_cine: bool = False
+    qc_withhold: str = "fail"
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> CoreConfig:
@@ -121,7 +143,8 @@ class CoreConfig:
 
         Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``, ``precision``,
         ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
-        ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``. Empty values keep the default.
+        ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``, ``vne_without_cine`` (true/false),
+        ``qc_withhold`` (warn, fail, never). Empty values keep the default.
         Raises ValueError naming the key for an unknown key or a bad value.
         """
         unknown = sorted(set(props) - set(PROPERTIES))
@@ -171,14 +194,22 @@ class _Skip(Exception):
 
 @dataclass(frozen=True)
 class _Job:
-    """A T1 slice claimed for VNE, its cine match and model inputs, and when its last image came in."""
+    """A T1 slice claimed for VNE: its cine match (None without cine) and where the cine came from, the
+    model inputs and their domain check, and when its last image came in."""
 
     t1_id: str
     t1: T1Slice
-    cine: CineSlice
-    plane: PlaneMatch
+    cine: CineSlice | None
+    plane: PlaneMatch | None
+    source: str
     inputs: ModelInputs
+    check: DomainCheck
     started: float
+
+
+def _plane_figures(plane) -> tuple[float | None, float | None]:
+    """(distance mm, cosine) of a cine match, or (None, None) without one."""
+    return (None, None) if plane is None else (plane.distance_mm, plane.cosine)
 
 
 # ---------------------------------------------------------------------------- the core
@@ -250,6 +281,7 @@ class Session:
         self._study: StudyStore = core.store.study(key)
         self.n_phases = header.n_phases
         self.n_sets = header.n_sets
+        self.field_t = header.field_strength_t
         self._cine: dict[tuple[int, int], dict[int, ImageRecord]] = {}
         self._maps: list[ImageRecord] = []
         self._ir: list[ImageRecord] = []
@@ -357,46 +389,64 @@ class Session:
             if t1 is None:
                 t1 = self._study.t1(t1_id)
             match = find_match(t1.geometry, self._study.cine_geometries(), self._config.criteria)
-            if isinstance(match, NoMatch):
+            if isinstance(match, NoMatch) and not self._config.vne_without_cine:
                 self._study.release_vne(t1_id)
                 self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}"))
                 return None
+        plane = None if isinstance(match, NoMatch) else match.plane
         try:
-            cine = self._study.cine(match.key)
-            return _Job(t1_id, t1, cine, match.plane, self._inputs(t1, cine), started)
+            cine = None if plane is None else self._study.cine(match.key)
+            source = (f"from cine series {cine.key[0]} slice {cine.key[1]}" if cine is not None
+                      else f"without cine ({match.reason})")
+            return _Job(t1_id, t1, cine, plane, source, *self._inputs(t1, cine), started)
         except Exception as exc:  # a skip reason, or an unexpected failure reported the same way
-            self._fail(t1_id, t1, match.plane, exc)
+            self._fail(t1_id, t1, plane, exc)
             return None
 
-    def _emit(self, job: _Job, output: np.ndarray) -> list[ImageRecord]:
+    def _inputs(self, t1: T1Slice, cine: CineSlice | None) -> tuple[ModelInputs, DomainCheck]:
+        """The model inputs and their domain check; raises _Skip when unusable or withheld by QC."""
         try:
-            vne = vne_record(job.t1.map_record, output, self._config.vne_series_index, self._core.backend().config)
+            cine_on_t1 = None if cine is None else resample_onto(t1.geometry, cine.frames, cine.geometry).data
+        except ValueError as exc:
+            raise _Skip(f"cine not usable: {exc}") from exc
+        backend = self._core.backend()
+        try:
+            inputs = prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
+        except ValueError as exc:
+            raise _Skip(f"bad input: {exc}") from exc
+        check = self._domain_check(t1, inputs, backend.config.domain)
+        withhold = self._config.qc_withhold
+        if withhold != "never" and STATUSES.index(check.status) >= STATUSES.index(withhold):
+            raise _Skip(f"VNE withheld: QC {check.status}: {check.reason}")
+        return inputs, check
+
+    def _emit(self, job: _Job, output: np.ndarray) -> list[ImageRecord]:
+        check, no_cine = job.check, job.cine is None
+        notes = {"VNE_QC": check.status, "VNE_QC_Reason": check.reason, "VNE_Inputs": "IR+T1" if no_cine else "cine+IR+T1"}
+        comment = (("no cine",) if no_cine else ()) + ((f"QC {check.status}: {check.reason}",) if check.status != "pass" else ())
+        try:
+            vne = vne_record(job.t1.map_record, output, self._config.vne_series_index, self._core.backend().config,
+                             notes, comment)
         except Exception as exc:
             self._fail(job.t1_id, job.t1, job.plane, _Skip(f"model error: {exc}") if isinstance(exc, ValueError) else exc)
             return []
         self._study.mark_vne_made(job.t1_id)
         elapsed = 1000.0 * (time.perf_counter() - job.started)
-        source = f"from cine series {job.cine.key[0]} slice {job.cine.key[1]}"
-        self._report(SliceReport(job.t1.slice, True, source, job.plane.distance_mm, job.plane.cosine, elapsed))
+        qc = f"; QC {vne.meta_str('VNE_QC')}: {vne.meta_str('VNE_QC_Reason')}" if vne.meta_str("VNE_QC") != "pass" else ""
+        self._report(SliceReport(job.t1.slice, True, job.source + qc, *_plane_figures(job.plane), elapsed))
         return [vne]
 
-    def _fail(self, t1_id: str, t1: T1Slice, plane: PlaneMatch, exc: Exception) -> None:
+    def _fail(self, t1_id: str, t1: T1Slice, plane: PlaneMatch | None, exc: Exception) -> None:
         self._study.release_vne(t1_id)
         if not isinstance(exc, _Skip):
             log.debug("unexpected VNE failure", exc_info=exc)
         reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
-        self._report(SliceReport(t1.slice, False, reason, plane.distance_mm, plane.cosine))
+        self._report(SliceReport(t1.slice, False, reason, *_plane_figures(plane)))
 
-    def _inputs(self, t1: T1Slice, cine: CineSlice) -> ModelInputs:
-        try:
-            cine_on_t1 = resample_onto(t1.geometry, cine.frames, cine.geometry).data
-        except ValueError as exc:
-            raise _Skip(f"cine not usable: {exc}") from exc
-        backend = self._core.backend()
-        try:
-            return prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
-        except ValueError as exc:
-            raise _Skip(f"bad input: {exc}") from exc
+    def _domain_check(self, t1: T1Slice, inputs: ModelInputs, domain_json: str):
+        domain = TrainingDomain.from_json(domain_json) if domain_json else None
+        stats = slice_statistics(t1.t1_ms, inputs.ir, t1.geometry.pixel_spacing)
+        return check_domain(domain, self.field_t, len(t1.ti_ms), stats)
 
     def _report(self, report: SliceReport) -> None:
         self.reports.append(report)

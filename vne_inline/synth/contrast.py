@@ -14,6 +14,7 @@ import numpy as np
 
 from vne_inline.physics import t1 as t1phys
 from vne_inline.physics import tissue
+from vne_inline.physics.ir_sampling import IRSampling, scheme_signals
 from vne_inline.synth.labels import LABEL_TISSUE, N_LABELS, Label
 from vne_inline.synth.patient import PatientParams
 from vne_inline.synth.sampling import PixelMix
@@ -105,10 +106,10 @@ def bssfp_signal(c: Components) -> np.ndarray:
     return c.pd * np.sqrt(c.t2_ms / c.t1_ms)
 
 
-def ir_signals(c: Components, ti_ms: np.ndarray) -> np.ndarray:
-    """Signed IR-image signals (C, K) of the T1-mapping readouts at inversion times `ti_ms` (K,)."""
-    a, b, t1_star = t1phys.look_locker_parameters(c.t1_ms, c.pd)
-    return t1phys.ir_signal(np.asarray(ti_ms)[None, :], a[:, None], b[:, None], t1_star[:, None])
+def ir_signals(c: Components, s: IRSampling) -> np.ndarray:
+    """Signed IR-image signals (C, K) of the T1-mapping readouts of sampling `s`, acquisition order
+    (incomplete recovery between inversions included: `physics.ir_sampling.scheme_signals`)."""
+    return scheme_signals(c.t1_ms, c.pd, s)
 
 
 def psir_signal(c: Components, ti_ms: float, cycle_ms: float) -> np.ndarray:

@@ -53,6 +53,7 @@ def _truth_attrs(p: PatientParams, anatomy: Anatomy, lge: LgeScan) -> dict:
     return {
         "phenotype": p.phenotype,
         "field_t": p.field_t,
+        "t1_scheme": p.domain.t1_scheme,
         "lesion_burden": anatomy.lesions.burden,
         "lesion_burden_hyperintense": anatomy.lesions.burden_by_grade[0],
         "lesion_burden_intermediate": anatomy.lesions.burden_by_grade[1],
@@ -87,10 +88,11 @@ def _slice_truths(ctx: ExamContext, plan: ExamPlan, t1: T1Scan, lge: LgeScan) ->
     return out
 
 
-def generate_patient(out: str | Path, seed: int, index: int, field_t: float = 1.5) -> ExamSummary:
-    """Simulate and write patient `index` of data set `seed` (same arguments -> identical files)."""
+def generate_patient(out: str | Path, seed: int, index: int, field_t: float | str = 1.5, t1_scheme: str = "shmolli") -> ExamSummary:
+    """Simulate and write patient `index` of data set `seed` (same arguments -> identical files);
+    `field_t` and `t1_scheme` as `synth.patient.draw_domain` takes them ("mixed": drawn per patient)."""
     start = time.perf_counter()
-    p = draw_patient(seed, index, field_t)
+    p = draw_patient(seed, index, field_t, t1_scheme)
     anatomy = Anatomy.build(p)
     ctx = ExamContext.build(anatomy)
     plan = plan_exam(anatomy, rng_for(seed, index, "protocol"))
@@ -108,7 +110,8 @@ def generate_patient(out: str | Path, seed: int, index: int, field_t: float = 1.
     return ExamSummary(index, d, p.phenotype, anatomy.lesions.burden, p.quality.flags, time.perf_counter() - start)
 
 
-def generate_exams(out: str | Path, n: int, seed: int, field_t: float = 1.5, workers: int = 2, start: int = 0) -> Iterator[ExamSummary]:
+def generate_exams(out: str | Path, n: int, seed: int, field_t: float | str = 1.5, workers: int = 2, start: int = 0,
+                   t1_scheme: str = "shmolli") -> Iterator[ExamSummary]:
     """Generate patients start .. start+n-1, yielding each summary as it completes.
 
     Workers are spawned processes with one BLAS thread each (the parallelism is across patients).
@@ -116,11 +119,11 @@ def generate_exams(out: str | Path, n: int, seed: int, field_t: float = 1.5, wor
     indices = range(start, start + n)
     if workers <= 1:
         for i in indices:
-            yield generate_patient(out, seed, i, field_t)
+            yield generate_patient(out, seed, i, field_t, t1_scheme)
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # read by the spawned workers' numpy at import
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(generate_patient, out, seed, i, field_t) for i in indices]
+        futures = [pool.submit(generate_patient, out, seed, i, field_t, t1_scheme) for i in indices]
         for f in as_completed(futures):
             yield f.result()

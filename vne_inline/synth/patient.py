@@ -8,7 +8,9 @@ diameter 38-58 mm in normals (Lang et al., J Am Soc Echocardiogr 2015;28:1-39), 
 free wall 3-5 mm (> 5 mm is hypertrophy: Rudski et al., J Am Soc Echocardiogr 2010;23:685-713);
 long-axis shortening about 10-15 % and apical rotation about 5-15 deg (MR tagging literature; chosen);
 LGE in about 60-80 % of HCM patients, typically at the RV insertion points and patchy mid-wall in
-hypertrophied segments (Chan et al., Circulation 2014;130:484-495); heart rate 55-95 bpm at rest.
+hypertrophied segments (Chan et al., Circulation 2014;130:484-495); heart rate 50-100 bpm at rest.
+The acquisition domain (field strength, T1-mapping scheme, vendor-like intensity scale and T1-map
+storage) is drawn from its own stream, so a mixed data set has the same anatomy as a single-domain one.
 Torso, fat and organ sizes are adult anthropometric orders of magnitude (chosen).
 """
 
@@ -34,6 +36,10 @@ __all__ = [
     "draw_patient",
     "rng_for",
     "study_uids",
+    "Domain",
+    "draw_domain",
+    "MIXED",
+    "T1_SCHEMES",
 ]
 
 PHENOTYPES = ("asymmetric_septal", "concentric", "apical", "none")
@@ -43,7 +49,16 @@ LGE_MISREGISTRATION_MM = 2.0  # T1 -> LGE movement above which the exam is flagg
 
 # Independent random streams per purpose, so that e.g. changing the protocol draw never changes anatomy.
 # (Anatomical irregularities use HeartParams.shape_seed, drawn from the "patient" stream.)
-STREAMS = {"patient": 0, "lesions": 2, "protocol": 3, "noise": 4, "texture": 5}
+STREAMS = {"patient": 0, "lesions": 2, "protocol": 3, "noise": 4, "texture": 5, "domain": 6}
+#: What `draw_patient` accepts for "one of each, drawn per patient".
+MIXED = "mixed"
+T1_SCHEMES = ("shmolli", "molli-533", "molli-3335")
+# Vendor-like storage of the T1 map: float32 ms, or uint16 ms x GADGETRON_ScaleRatio (Siemens stores
+# MOLLI maps as integer ms, scale 1; Gadgetron's own T1 maps carry a scale ratio).
+T1_STORAGES = (("float", 1.0), ("uint16", 1.0), ("uint16", 10.0))
+# Receiver/reconstruction intensity scale of the magnitude images relative to the default (vendors
+# and coils differ by large factors; log-uniform over this range, chosen).
+IMAGE_GAIN_RANGE = (0.25, 4.0)
 
 
 def rng_for(seed: int, index: int, stream: str) -> np.random.Generator:
@@ -185,12 +200,43 @@ class ScanQuality:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """How the exam was acquired and stored: field strength (T), T1-mapping scheme (a key of
+    `physics.ir_sampling.SCHEMES`), T1-map storage ("float" or "uint16") and its scale ratio, and the
+    intensity scale of the magnitude images (cine and IR images; 1 = default)."""
+
+    field_t: float
+    t1_scheme: str
+    t1_storage: str
+    t1_scale_ratio: float
+    image_gain: float
+
+
+def draw_domain(seed: int, index: int, field_t: float | str = 1.5, t1_scheme: str = "shmolli") -> Domain:
+    """The acquisition domain of patient `index`: `field_t` 1.5, 3 or "mixed" (either, equally likely),
+    `t1_scheme` a scheme or "mixed" (each equally likely); storage and image scale always drawn."""
+    rng = rng_for(seed, index, "domain")
+    fields = tissue.FIELDS_T if field_t == MIXED else (field_t,)
+    schemes = T1_SCHEMES if t1_scheme == MIXED else (t1_scheme,)
+    f = float(fields[int(rng.integers(len(fields)))])
+    scheme = str(schemes[int(rng.integers(len(schemes)))])
+    if f not in tissue.FIELDS_T:
+        raise ValueError(f"field strength must be one of {tissue.FIELDS_T} T or {MIXED!r}, got {field_t!r}")
+    if scheme not in T1_SCHEMES:
+        raise ValueError(f"T1 scheme must be one of {T1_SCHEMES} or {MIXED!r}, got {t1_scheme!r}")
+    storage, ratio = T1_STORAGES[int(rng.integers(len(T1_STORAGES)))]
+    gain = float(np.exp(rng.uniform(*np.log(IMAGE_GAIN_RANGE))))
+    return Domain(f, scheme, storage, ratio, gain)
+
+
+@dataclass(frozen=True)
 class PatientParams:
     """One synthetic patient (JSON-serialisable through `to_dict`)."""
 
     seed: int
     index: int
     field_t: float
+    domain: Domain
     patient_id: str
     phenotype: str
     rr_ms: float
@@ -363,23 +409,24 @@ def _draw_quality(rng: np.random.Generator) -> ScanQuality:
     )
 
 
-def draw_patient(seed: int, index: int, field_t: float = 1.5) -> PatientParams:
-    """The patient `index` of the data set `seed` (same arguments -> identical parameters)."""
-    if field_t not in tissue.FIELDS_T:
-        raise ValueError(f"field strength must be one of {tissue.FIELDS_T} T, got {field_t!r}")
+def draw_patient(seed: int, index: int, field_t: float | str = 1.5, t1_scheme: str = "shmolli") -> PatientParams:
+    """The patient `index` of the data set `seed` (same arguments -> identical parameters); `field_t`
+    and `t1_scheme` as in :func:`draw_domain`."""
+    domain = draw_domain(seed, index, field_t, t1_scheme)
     rng = rng_for(seed, index, "patient")
     phenotype = str(rng.choice(PHENOTYPES, p=_PHENOTYPE_P))
     heart = _draw_heart(rng, phenotype)
     torso = _draw_torso(rng)
     tissue_params = _draw_tissue(rng)
-    rr_ms = 60000.0 / rng.uniform(55.0, 95.0)
+    rr_ms = 60000.0 / rng.uniform(50.0, 100.0)
     cine_phases = int(rng.integers(25, 31))
     quality = _draw_quality(rng)
     burden, lesions = _draw_lesions(rng_for(seed, index, "lesions"), phenotype, heart)
     return PatientParams(
         seed=int(seed),
         index=int(index),
-        field_t=float(field_t),
+        field_t=domain.field_t,
+        domain=domain,
         patient_id=f"SYN{_digest('patient', seed, index) % 10**8:08d}",
         phenotype=phenotype,
         rr_ms=float(rr_ms),

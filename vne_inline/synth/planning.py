@@ -23,6 +23,7 @@ __all__ = ["ExamPlan", "plan_exam", "T1_LEVELS", "SLICE_THICKNESS_MM", "LGE_MATC
 SLICE_THICKNESS_MM = 8.0  # cine, ShMOLLI and LGE (design brief §5)
 T1_LEVELS = ("basal", "mid", "apical")
 T1_LEVEL_FRACTION = (0.2, 0.48, 0.72)  # of the base-apex distance
+T1_PIXEL_MM = (1.0, 1.6)  # displayed T1-map pixel size (vendors and protocols differ)
 LGE_MATCH = MatchCriteria(min_cosine=0.95, max_distance_mm=3.0)
 MAX_TRIES = 50
 
@@ -61,13 +62,14 @@ def _offset(frame_axes: np.ndarray, normal: np.ndarray, rng: np.random.Generator
     return v - (v @ normal) * normal
 
 
-def _resolutions(rng: np.random.Generator) -> dict[str, Resolution]:
+def _resolutions(rng: np.random.Generator, t1_pixel_mm: float) -> dict[str, Resolution]:
     """Acquired k-space fractions: cine and LGE at about their displayed pixel size with 65-85 %
-    phase resolution; ShMOLLI acquired at about 1.4-1.8 mm and interpolated to about 1 mm."""
+    phase resolution; T1 mapping acquired at about 1.6-2.0 mm (read) and 1.9-2.4 mm (phase) and
+    interpolated to its displayed 1.0-1.6 mm pixels (no fraction above 1)."""
     u = rng.uniform
     return {
         "cine": Resolution(u(0.85, 1.0), u(0.65, 0.8)),
-        "t1": Resolution(u(0.6, 0.75), u(0.5, 0.65)),
+        "t1": Resolution(min(1.0, t1_pixel_mm / u(1.6, 2.0)), min(1.0, t1_pixel_mm / u(1.9, 2.4))),
         "lge": Resolution(u(0.8, 1.0), u(0.7, 0.85)),
     }
 
@@ -94,7 +96,7 @@ def plan_exam(anatomy: Anatomy, rng: np.random.Generator) -> ExamPlan:
     if len(set(levels)) < len(levels):
         raise ValueError("cine stack too coarse for three distinct T1 levels")
     for _ in range(MAX_TRIES):
-        fov_t, mat_t = _grid(rng, (1.0, 1.2), (256, 257), (0.78, 0.86), fixed_nx=True)
+        fov_t, mat_t = _grid(rng, T1_PIXEL_MM, (300.0, 360.0), (0.78, 0.86), fixed_nx=False)
         rot_t = rng.uniform(-12.0, 12.0)
         t1 = tuple(
             plane_from_normal(on_axis[k] + rng.uniform(-2.0, 2.0) * towards_apex + _offset(axes, normal, rng, 8.0),
@@ -111,5 +113,5 @@ def plan_exam(anatomy: Anatomy, rng: np.random.Generator) -> ExamPlan:
         lge_ok = all(isinstance(find_match(g, list(enumerate(lge)), LGE_MATCH), Match) for g in t1)
         distinct = abs(lge[0].pixel_spacing[0] - cine[0].pixel_spacing[0]) > 0.05
         if cine_ok and lge_ok and distinct:
-            return ExamPlan(cine, t1, lge, tuple(levels), _resolutions(rng))
+            return ExamPlan(cine, t1, lge, tuple(levels), _resolutions(rng, fov_t[0] / mat_t[0]))
     raise RuntimeError("could not plan T1 and LGE slices within the matching criteria")

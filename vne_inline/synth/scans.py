@@ -1,9 +1,13 @@
 """The three scans of a synthetic exam, each sampled on its own planes from the one anatomy.
 
 - CINE bSSFP: 25-30 phases over the RR interval, signal PD sqrt(T2/T1), magnitude (Rician noise), uint16.
-- T1 MAPPING ShMOLLI: 7 IR-weighted magnitude images |A - B exp(-TI/T1*)| summed as signed signals over
-  the partial volume, Rician noise, uint16; the T1 map is fitted from those images with
-  `physics.t1.fit_t1` (float32 ms). Optional motion between the inversions.
+- T1 MAPPING ShMOLLI, MOLLI 5(3)3 or MOLLI 3(3)3(3)5: 7, 8 or 11 IR-weighted magnitude images in
+  acquisition order (`physics.ir_sampling`, incomplete recovery between inversions included) summed as
+  signed signals over the partial volume, Rician noise, uint16. The map is what the scanner's fit
+  reports: MOLLI, the standard three-parameter fit with Look-Locker correction of all images
+  (`physics.t1.fit_t1`, Messroghli et al., MRM 2004;52:141-146, which carries MOLLI's known heart-rate
+  and long-T1 bias); ShMOLLI, whose single recovery beat rules out that fit, a model-based fit of the
+  same sampling (`physics.ir_sampling.fit_scheme_t1`). Float32 ms. Optional motion between inversions.
 - LGE PSIR: TI nulling remote myocardium (or wrong by 40-90 ms), real part kept (signed, Gaussian
   noise), optional breathing ghosts, float32.
 
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vne_inline.geometry import SliceGeometry
-from vne_inline.physics.t1 import fit_t1, shmolli_ti_ms
+from vne_inline.physics.ir_sampling import fit_scheme_t1, sampling
+from vne_inline.physics.t1 import fit_t1
 from vne_inline.synth.acquisition import Resolution, acquire
 from vne_inline.synth.anatomy import Anatomy
 from vne_inline.synth.coils import CoilArray
@@ -44,7 +49,6 @@ T1_GAIN = 2000.0  # uint16 value of unit proton density at TI -> infinity and un
 LGE_GAIN = 1000.0  # float value of unit proton density, fully recovered
 T1_FIT_MIN_SNR = 4.0  # fit only pixels whose brightest IR image exceeds this many noise SDs
 T1_FIT_MIN_FRACTION = 0.12  # ... and this fraction of the bright tissue (leaves air and most lung unfitted)
-SHMOLLI_LATE_INVERSIONS = (1, 2)  # TI-sorted images from ShMOLLI's 2nd and 3rd inversion (acquired last)
 FIT_GRID, FIT_CHUNK = 48, 1024  # fit_t1 search grid and block size: same result as the defaults, faster
 
 
@@ -88,10 +92,11 @@ class CineScan:
 
 @dataclass(frozen=True)
 class T1Scan:
-    """ShMOLLI IR images and fitted T1 maps, plus what the ground truth needs."""
+    """IR images and fitted T1 maps of one scheme, plus what the ground truth needs."""
 
     geometries: tuple[SliceGeometry, ...]
-    ti_ms: np.ndarray  # (K,)
+    scheme: str  # a key of physics.ir_sampling.SCHEMES
+    ti_ms: np.ndarray  # (K,) acquisition order
     ir_images: np.ndarray  # (slices, K, ny, nx) uint16
     t1_maps: np.ndarray  # (slices, ny, nx) float32 ms, 0 where not fitted
     mixes: tuple[PixelMix, ...]  # per slice, the anatomy during the first inversion (ground truth)
@@ -121,7 +126,7 @@ def simulate_cine(ctx: ExamContext, geometries: tuple[SliceGeometry, ...], resol
     """ED-triggered retrospective cine: phase j at j/F of the RR interval; magnitude images."""
     p = ctx.anatomy.params
     signal = bssfp_signal(ctx.components)
-    gain = CINE_GAIN / signal[_blood(ctx.components)]
+    gain = CINE_GAIN * p.domain.image_gain / signal[_blood(ctx.components)]
     sigma = signal[_blood(ctx.components)] / p.quality.cine_snr
     phases = np.arange(p.cine_phases) / p.cine_phases
     stack = StackSampler(ctx.anatomy, geometries, (0.0, 0.0, 0.0), tight=True)
@@ -138,31 +143,36 @@ def simulate_cine(ctx: ExamContext, geometries: tuple[SliceGeometry, ...], resol
 
 
 def simulate_t1(ctx: ExamContext, geometries: tuple[SliceGeometry, ...], resolution: Resolution, rng: np.random.Generator) -> T1Scan:
-    """ShMOLLI at mid-diastole, one breath-hold per slice; T1 fitted from the noisy magnitude images."""
+    """T1 mapping at mid-diastole with the patient's scheme, one breath-hold per slice; the map fitted
+    from the noisy magnitude images (module docstring)."""
     p = ctx.anatomy.params
     q = p.quality
-    ti = shmolli_ti_ms(p.rr_ms)
-    signal = ir_signals(ctx.components, ti)
+    s = sampling(p.domain.t1_scheme, p.rr_ms)
+    signal = ir_signals(ctx.components, s)
     sigma = 1.0 / q.t1_snr
+    gain = T1_GAIN * p.domain.image_gain
     phase = diastasis_phase(p.rr_ms)
     shifts = np.asarray(q.t1_shift_mm) + np.asarray(q.t1_slice_jitter_mm)
     stack = StackSampler(ctx.anatomy, geometries, shifts)
     mixes, shades = stack.mixes(phase), ctx.shadings(stack)
     signed = [ctx.image(m, signal, sh) for m, sh in zip(mixes, shades, strict=True)]
-    if any(q.t1_motion_mm):  # the late inversions see the heart moved
+    if any(q.t1_motion_mm):  # the later inversions see the heart moved
         moved = StackSampler(ctx.anatomy, geometries, shifts + np.asarray(q.t1_motion_mm))
-        idx = list(SHMOLLI_LATE_INVERSIONS)
+        late = np.flatnonzero(s.inversion > 0)
         for k, (m, sh) in enumerate(zip(moved.mixes(phase), ctx.shadings(moved), strict=True)):
-            signed[k][idx] = ctx.image(m, signal, sh)[idx]
+            signed[k][late] = ctx.image(m, signal, sh)[late]
     images, maps = [], []
     for g, sig in zip(geometries, signed, strict=True):
-        ir = _uint16(T1_GAIN * np.abs(acquire(sig.reshape(len(ti), *g.shape), resolution, sigma, rng)))
+        ir = _uint16(gain * np.abs(acquire(sig.reshape(len(s.ti_ms), *g.shape), resolution, sigma, rng)))
         brightest = ir.max(axis=0)
-        mask = brightest > max(T1_FIT_MIN_SNR * sigma * T1_GAIN, T1_FIT_MIN_FRACTION * float(np.percentile(brightest, 99)))
-        fit = fit_t1(ir.astype(np.float64), ti, magnitude=True, mask=mask, n_grid=FIT_GRID, chunk_pixels=FIT_CHUNK)
+        mask = brightest > max(T1_FIT_MIN_SNR * sigma * gain, T1_FIT_MIN_FRACTION * float(np.percentile(brightest, 99)))
+        if s.scheme == "shmolli":
+            t1 = fit_scheme_t1(ir, s, mask)
+        else:
+            t1 = fit_t1(ir.astype(np.float64), s.ti_ms, magnitude=True, mask=mask, n_grid=FIT_GRID, chunk_pixels=FIT_CHUNK).t1_ms
         images.append(ir)
-        maps.append(np.nan_to_num(fit.t1_ms, nan=0.0).astype(np.float32))
-    return T1Scan(geometries, ti, np.stack(images), np.stack(maps), tuple(mixes), tuple(shades))
+        maps.append(np.nan_to_num(t1, nan=0.0).astype(np.float32))
+    return T1Scan(geometries, s.scheme, s.ti_ms, np.stack(images), np.stack(maps), tuple(mixes), tuple(shades))
 
 
 def lge_ti_ms(ctx: ExamContext) -> float:

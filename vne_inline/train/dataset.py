@@ -7,7 +7,9 @@ for training, cut to a square crop around the heart: centre = the slice's ``hear
 each direction; crops reaching past the image are zero-padded (and marked invalid). Augmentation:
 random up-down / left-right flips, a random multiple of 90 degrees rotation, and intensity factors
 uniform in [1 - s, 1 + s] (s = ``intensity_jitter``) applied separately to the cine and the IR
-images (T1 is quantitative and the target is left alone).
+images (T1 is quantitative and the target is left alone). Stream dropout: with probability
+``cine_dropout`` a training sample's cine input is all zeros, the input the inline core gives the
+generator when no cine slice matches a T1 slice (a VNE from the IR images and the T1 map alone).
 
 Each item also carries a ``focus`` map for the myocardial L1 term (``model.losses``): 1 within
 :data:`FOCUS_MARGIN_MM` of the slice's ``myo`` mask (the LV myocardium and its borders, which the
@@ -193,7 +195,11 @@ class TripletDataset(Dataset):
         augment: bool = True,
         intensity_jitter: float = 0.1,
         seed: int = 0,
+        cine_dropout: float = 0.0,
     ) -> None:
+        if not 0.0 <= cine_dropout <= 1.0:
+            raise ValueError(f"cine_dropout must be in [0, 1], got {cine_dropout}")
+        self.cine_dropout = cine_dropout
         self.path = Path(path)
         self.names = list(names)
         self.config = config
@@ -237,6 +243,8 @@ class TripletDataset(Dataset):
             arrays = {k: _take(v, y0, x0, c) for k, v in arrays.items()}
         if self.augment:
             arrays = self._augment(arrays, rng)
+        if self.cine_dropout and np.random.default_rng((self.seed, self.epoch, index, 1)).random() < self.cine_dropout:
+            arrays["cine"] = np.zeros_like(arrays["cine"])
         return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in arrays.items()}
 
     def _augment(self, arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:

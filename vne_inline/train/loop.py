@@ -85,7 +85,9 @@ class TrainOptions:
     ``max_steps_per_epoch = 0`` runs whole epochs, ``device`` is auto, cpu or cuda; ``init`` names
     generator weights (``save_weights`` format) to start from instead of a random initialisation
     (fine-tuning: their config wins; ignored on resume); ``ema_decay`` in [0, 1) is the weight
-    averaging's decay per step (0: no averaging)."""
+    averaging's decay per step (0: no averaging); ``cine_dropout`` the share of training samples whose
+    cine input is zeroed (`TripletDataset`); ``keep_epochs`` also writes each epoch's averaged
+    generator as ``epoch_NNN.safetensors`` (for epoch selection on held-out exams)."""
 
     epochs: int = 30
     batch_size: int = 8
@@ -106,6 +108,8 @@ class TrainOptions:
     progress: bool = True
     init: str | None = None
     ema_decay: float = 0.999
+    cine_dropout: float = 0.0
+    keep_epochs: bool = False
 
 
 @contextlib.contextmanager
@@ -372,10 +376,17 @@ def _start(options: TrainOptions) -> _Rank:
 def _write_outputs(out: Path, trainer: GANTrainer, state: dict, options: TrainOptions) -> None:
     save_checkpoint(out / CHECKPOINT_NAME, trainer, state)
     save_weights(trainer.averaged, out / GENERATOR_NAME, fp16=options.fp16_weights)
+    if options.keep_epochs:
+        save_weights(trainer.averaged, out / epoch_weights_name(state["epoch"]), fp16=options.fp16_weights)
     summary = {"config": json.loads(trainer.generator.config.to_json()), **state}
     tmp = out / f".{METRICS_NAME}.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / METRICS_NAME)
+
+
+def epoch_weights_name(epoch: int) -> str:
+    """File name of one epoch's averaged generator weights in a run folder (``keep_epochs``)."""
+    return f"epoch_{epoch:03d}.safetensors"
 
 
 def _epoch_line(metrics: dict) -> str:
@@ -428,7 +439,8 @@ def _run(
     val_names = [r.name for r in records if r.patient in set(val_patients)]
     if not train_names:
         raise ValueError(f"{data.name}: no training slices")
-    dataset = TripletDataset(data, train_names, config, crop_size=options.crop_size, seed=options.seed)
+    dataset = TripletDataset(data, train_names, config, crop_size=options.crop_size, seed=options.seed,
+                             cine_dropout=options.cine_dropout)
     sampler = DistributedSampler(dataset, rank.world_size, rank.rank, shuffle=True, seed=options.seed)
     loader = DataLoader(dataset, options.batch_size, sampler=sampler, num_workers=options.workers)
 

@@ -57,7 +57,7 @@ from vne_inline.quantify import (
 )
 from vne_inline.synth.truth import SliceMasks, read_lge_truth, read_truth
 from vne_inline.validate.contours import SliceRois, read_contours
-from vne_inline.validate.quality import cnr, fidelity
+from vne_inline.validate.quality import cnr, edge_width, fidelity
 
 __all__ = [
     "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
@@ -96,7 +96,8 @@ class Truth:
 @dataclass
 class SliceResult:
     """One evaluated T1 slice: images on the T1 grid (y, x), ROIs (the T1 slice's, and the LGE's own
-    when known), truth, the LGE's quality grade and burdens by reading."""
+    when known), truth, the LGE's quality grade and burdens by reading. `pixel_spacing_mm` is the T1
+    grid's (dx, dy) in mm, as :attr:`SliceGeometry.pixel_spacing` (None: square pixels of `pixel_area_mm2`)."""
 
     slice: int
     pixel_area_mm2: float
@@ -107,9 +108,14 @@ class SliceResult:
     truth: Truth | None = None
     lge_rois: SliceRois | None = None
     lge_nondiagnostic: str | None = None  # why the LGE is graded non-diagnostic; None: diagnostic
+    qc: str | None = None  # the VNE's input-domain check (VNE_QC: pass, warn, fail); None: not recorded
     burdens: dict[str, dict[str, SliceBurden]] = field(default_factory=dict)
+    pixel_spacing_mm: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.pixel_spacing_mm is None:
+            side = math.sqrt(self.pixel_area_mm2)
+            self.pixel_spacing_mm = (side, side)
         if not self.burdens:
             self.burdens = {}
             for r in READINGS:
@@ -127,11 +133,13 @@ class SliceResult:
         return lesion_mask(getattr(self, reading.image), r.myo, r.remote, r.blood, reading.fractions[threshold])
 
     def quality(self, score: str, image: str) -> float:
-        """Quality `score` ("cnr" or "fidelity") of `image` ("vne" or "lge"); NaN when undefined."""
+        """Quality `score` (a :data:`QUALITY_SCORES` name) of `image` ("vne" or "lge"); NaN when undefined."""
         data = getattr(self, image)
+        rois = self.rois_for(image)
         if score == "cnr":
-            rois = self.rois_for(image)
             return cnr(data, rois.remote, rois.blood)
+        if score == "edge_width":
+            return edge_width(data, rois.myo, rois.remote, rois.blood, self.pixel_spacing_mm)
         if self.truth is None:
             return math.nan
         return fidelity(data, self.truth.lge, self.rois.myo | self.rois.blood)
@@ -193,6 +201,14 @@ class Evaluation:
     patients: list[PatientResult]
     skipped: list[str] = field(default_factory=list)
     margin_mm: float = BORDER_MARGIN_MM
+
+    def qc_counts(self) -> dict[str, int]:
+        """How many evaluated slices' VNE the input-domain check rated pass, warn, fail (or not recorded)."""
+        counts: dict[str, int] = {}
+        for p in self.patients:
+            for s in p.slices:
+                counts[s.qc or "not recorded"] = counts.get(s.qc or "not recorded", 0) + 1
+        return counts
 
     @property
     def n_nondiagnostic(self) -> int:
@@ -287,9 +303,12 @@ def _inner(rois: SliceRois, spacing: tuple[float, float], margin_mm: float) -> S
 
 
 def evaluate_patient(
-    directory: Path, core: InlineCore, contours: Path | None = None, margin_mm: float = BORDER_MARGIN_MM
+    directory: Path, core: InlineCore, contours: Path | None = None, margin_mm: float = BORDER_MARGIN_MM,
+    without_cine: bool = False,
 ) -> PatientResult:
-    """Run VNE for one patient directory and quantify every T1 slice that has VNE, LGE and ROIs.
+    """Run VNE for one patient directory and quantify every T1 slice that has VNE, LGE and ROIs;
+    `without_cine`: the cine files are not sent (the VNE-without-cine reading; the core must have
+    ``vne_without_cine`` set).
 
     Raises ValueError when the directory lacks cine, T1 mapping (map and IR images) or LGE.
     """
@@ -299,8 +318,9 @@ def evaluate_patient(
     missing = sorted(r.value for r in {Role.CINE, Role.IR, Role.T1MAP, Role.LGE} - present)
     if missing:
         raise ValueError(f"no {', '.join(missing)} images")
-    cine_first = sorted((f for f in files if _roles(f[1]) & {Role.CINE, Role.IR, Role.T1MAP}),
-                        key=lambda f: Role.CINE not in _roles(f[1]))
+    wanted = [f for f in files if _roles(f[1]) & {Role.CINE, Role.IR, Role.T1MAP}
+              and not (without_cine and Role.CINE in _roles(f[1]))]
+    cine_first = sorted(wanted, key=lambda f: Role.CINE not in _roles(f[1]))
     vnes, reasons = _vne(core, [path for path, _ in cine_first])
     by_role = {role: [r for _, recs in files for rl, r in recs if rl is role] for role in Role}
     truth, lge_truth = _truth(directory)
@@ -331,7 +351,8 @@ def evaluate_patient(
                 vne=vne[-1].pixels.astype(np.float32), lge=image, rois=_inner(rois[t1.slice], spacing, margin_mm),
                 truth=truth[t1.slice][1] if t1.slice in truth else None,
                 lge_rois=_inner(own, spacing, margin_mm) if own is not None else None,
-                lge_nondiagnostic=nondiagnostic.get(t1.slice),
+                lge_nondiagnostic=nondiagnostic.get(t1.slice), pixel_spacing_mm=spacing,
+                qc=vne[-1].meta_str("VNE_QC"),
             ))
         except ValueError as exc:
             result.skipped.append(f"T1 slice {t1.slice}: left out ({exc})")
@@ -345,14 +366,20 @@ def evaluate_exams(
     config: CoreConfig | None = None,
     progress: Callable[[str], None] = lambda line: None,
     margin_mm: float = BORDER_MARGIN_MM,
+    without_cine: bool = False,
 ) -> Evaluation:
     """Evaluate every patient directory of `exams` with `backend` (an inference backend object).
 
     The inline core runs with `config` (default settings) but a fresh temporary store, so earlier
-    runs never suppress a VNE. `progress` receives one line per patient (directory name only).
+    runs never suppress a VNE, and with ``qc_withhold=never`` so that a VNE the input-domain check
+    flags is still measured (its verdict is kept per slice). `progress` receives one line per patient
+    (directory name only).
+    `without_cine`: the VNE-without-cine reading (IR images and T1 map only; see :func:`evaluate_patient`).
     """
-    config = config or CoreConfig()
+    config = replace(config or CoreConfig(), qc_withhold="never", vne_without_cine=without_cine)
     model = f"{backend.config.name} ({backend.config.trained_on}-trained), backend {backend.name}"
+    if without_cine:
+        model += "; VNE without cine (IR images and T1 map only)"
     if backend.config.trained_on == "synthetic":
         model += "; weights trained on synthetic data are a demonstration, not for clinical use"
     out = Evaluation(
@@ -366,7 +393,7 @@ def evaluate_exams(
         core = InlineCore(replace(config, store_dir=Path(store)), backend=backend)
         for directory in patient_dirs(exams):
             try:
-                patient = evaluate_patient(directory, core, contours, margin_mm)
+                patient = evaluate_patient(directory, core, contours, margin_mm, without_cine)
             except ValueError as exc:
                 out.skipped.append(f"{directory.name}: {exc}")
                 progress(out.skipped[-1])

@@ -125,6 +125,8 @@ def _header(evaluation: Evaluation, everything: Evaluation, tables: tuple[str, s
         "effects, absolute agreement, single measures (McGraw & Wong ICC(A,1); pingouin.intraclass_corr, "
         "F-test p, CI rounded to 2 decimals); Bland-Altman bias = mean(VNE - LGE), limits = bias +/- 1.96 SD; "
         "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on paired quality scores.",
+        "- **Input-domain check** of the VNE (`VNE_QC`, every evaluated slice; flagged VNE are measured too): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(everything.qc_counts().items())) + ".",
         f"- Tables: [{tables[0]}]({tables[0]}), [{tables[1]}]({tables[1]}).", "",
     ]
     if evaluation.skipped:
@@ -185,7 +187,13 @@ def _quality_section(summary: Summary) -> list[str]:
         "noise, ghosts and poor nulling lower it; the pooled SD of the two ROIs is used because PSIR and the "
         "network output have no usable background noise. A smooth image scores a high CNR whether or not it is "
         "right, hence the fidelity score against the artefact-free truth (synthetic exams): a correlation, "
-        "invariant to the intensity scale that differs between PSIR and VNE. Per patient: mean over slices.", "",
+        "invariant to the intensity scale that differs between PSIR and VNE. The edge width is the border "
+        "sharpness: the distance in mm over which the mean edge profile across the endocardial border (median "
+        "intensity by signed distance to the border, from 8 mm inside the LV cavity to 4 mm into the wall) falls "
+        "from 90 % to 10 % of the way from the blood-pool to the remote-myocardium level (the 10-90 % rise "
+        "distance of an edge-spread function, ISO 12233; 2.56 sigma for a Gaussian blur of SD sigma); smaller is "
+        "sharper, and an LGE read on the T1 grid includes its coarser acquisition pixels. Per patient: mean over "
+        "slices.", "",
         "| score | n | VNE median [IQR] | LGE median [IQR] | median of differences | W | p |",
         "|---|---|---|---|---|---|---|",
     ]

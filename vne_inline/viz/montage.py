@@ -19,6 +19,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 from vne_inline.core.match import Matched, match_onto  # noqa: E402
 from vne_inline.core.roles import RoleRules, classify  # noqa: E402
+from vne_inline.core.slices import t1_map_ms  # noqa: E402
 from vne_inline.io.header import ExamHeader, parse_header  # noqa: E402
 from vne_inline.io.mrd_file import read_file  # noqa: E402
 from vne_inline.io.records import ImageRecord  # noqa: E402
@@ -99,7 +100,7 @@ def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[l
     if roles.get("cine"):
         ed = [r for r in roles["cine"] if r.phase == 0]
         top.append(_matched(target, ed, "cine ED"))
-    top.append(Panel(target.pixels, f"T1 map, slice {k} (ms)", "t1", vmax=t1_max))
+    top.append(Panel(t1_map_ms(target), f"T1 map, slice {k} (ms)", "t1", vmax=t1_max))
     if roles.get("lge"):
         top.append(_matched(target, roles["lge"], "LGE PSIR"))
     title = f"{directory.name}: synthetic exam, T1 slice {k}"
@@ -131,7 +132,7 @@ def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[P
         k = _pick_slice(roles.get("t1map") or roles["ir"], slice_index)
         ir = sorted((r for r in roles.get("ir", []) if r.slice == k), key=lambda r: r.meta_float("GADGETRON_TI"))
         rows.append([Panel(r.pixels, f"slice {k} TI {r.meta_float('GADGETRON_TI'):.0f} ms") for r in ir])
-        maps = [Panel(r.pixels, f"T1 map slice {k} (ms)", "t1", vmax=t1_max) for r in roles.get("t1map", []) if r.slice == k]
+        maps = [Panel(t1_map_ms(r), f"T1 map slice {k} (ms)", "t1", vmax=t1_max) for r in roles.get("t1map", []) if r.slice == k]
         rows += [maps] if maps else []
     if roles.get("lge"):
         rows.append([Panel(r.pixels, f"LGE slice {r.slice}", "psir") for r in sorted(roles["lge"], key=lambda r: r.slice)])
