@@ -419,3 +419,30 @@ def test_the_domain_check_is_recorded_and_reported(evaluation, tmp_path) -> None
     assert evaluation.qc_counts() == {"warn": 6}
     report = write_report(evaluation, tmp_path / "qc", examples=0).read_text()
     assert "**Input-domain check** of the VNE" in report and "warn 6" in report
+
+
+def test_only_the_exams_own_series_are_read_and_damaged_exams_are_skipped(synthetic, tmp_path) -> None:
+    """A replay output and a copied scan saved in a patient folder are listed as ignored, not counted as
+    more slices; a half-written exam is reported and skipped while the others are evaluated."""
+    import shutil
+
+    from vne_inline.cli.inline_cmds import run_replay
+
+    evaluation, report = synthetic
+    source = report.parent.parent / "exams" / "patient_009"
+    folder = tmp_path / "exams" / "patient_009"
+    shutil.copytree(source, folder)
+    run_replay([folder / "cine.h5", folder / "t1map.h5"], folder / "vne.h5", {}, None, backend=T1Backend())
+    shutil.copy(folder / "t1map.h5", folder / "t1map_repeat.h5")
+    broken = tmp_path / "exams" / "patient_010"
+    shutil.copytree(source, broken)
+    data = (broken / "truth.h5").read_bytes()
+    (broken / "truth.h5").write_bytes(data[: len(data) // 2])  # half-written
+    result = evaluate_exams(tmp_path / "exams", T1Backend())
+    (patient,) = result.patients
+    whole = next(p for p in evaluation.patients if p.name == "patient_009")
+    assert [s.slice for s in patient.slices] == [s.slice for s in whole.slices]
+    assert result.ignored == ["patient_009/t1map_repeat.h5: repeats series 2, 3 of t1map.h5",
+                              "patient_009/vne.h5: holds VNE images (an output, not part of the exam)"]
+    assert len(result.skipped) == 1 and result.skipped[0].startswith("patient_010: ")
+    assert "truth.h5" in result.skipped[0] or "damaged" in result.skipped[0]

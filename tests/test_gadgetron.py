@@ -460,3 +460,18 @@ def test_worker_serves_connections_with_the_model_loaded_once_and_stops_on_sigte
     assert log.count("connection done") == 2 and "worker stopped" in log
     assert log.count("connection ended with an error") == 1
     assert_no_patient_data(log)
+
+
+@pytest.mark.parametrize("problem", ["missing model", "unwritable store"])
+def test_worker_that_cannot_make_vne_refuses_to_start_with_one_line(tmp_path, tiny_model, problem):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    model, store = ((tmp_path / "missing.onnx", tmp_path / "store") if problem == "missing model"
+                    else (Path(tiny_model), blocker / "store"))
+    run = subprocess.run(WORKER_CMD + ["--port", "0", "--model", str(model), "--backend", "onnxruntime",
+                                       "--store", str(store)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot start the worker: "), run.stderr
+    assert ("missing.onnx" if problem == "missing model" else f"slice store {store}") in errors[0]
+    assert "Traceback" not in run.stderr + run.stdout and "listening" not in run.stderr

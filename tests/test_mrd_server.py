@@ -384,6 +384,36 @@ def test_sessions_still_open_after_the_shutdown_timeout_are_cut(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the command
+def _send_cli(args):
+    from typer.testing import CliRunner
+
+    from vne_inline.cli import server_cmds  # noqa: F401  (registers serve and send)
+    from vne_inline.cli.app import app
+
+    return CliRunner().invoke(app, ["send", *args], env={"COLUMNS": "200"})
+
+
+def test_cli_send_exit_status_tells_whether_vne_was_made(server, tmp_path):
+    cine_h5, t1_h5, raw = tmp_path / "cine.h5", tmp_path / "t1.h5", tmp_path / "meas.h5"
+    write_file(cine_h5, CINE_HEADER, cine_records())
+    write_file(t1_h5, T1_HEADER, t1_records())
+    with ismrmrd.Dataset(str(raw), "dataset", create_if_needed=True) as ds:
+        ds.append_acquisition(ismrmrd.Acquisition.from_array(np.zeros((1, 16), np.complex64)))
+    with running(tmp_path / "empty-store") as fresh:  # no cine in its store
+        alone = _send_cli([str(t1_h5), "--out", str(tmp_path / "a.h5"), "--port", str(fresh.address[1])])
+    assert alone.exit_code == 3, alone.output
+    assert "error: no VNE made from the T1-map slices sent: T1 slice 0: no VNE:" in alone.output
+    port = ["--port", str(server.address[1])]
+    assert _send_cli([str(cine_h5), "--out", str(tmp_path / "b.h5"), *port]).exit_code == 0
+    made = _send_cli([str(t1_h5), "--out", str(tmp_path / "e.h5"), *port])
+    assert made.exit_code == 0 and "(2 VNE)" in made.output, made.output
+    refused = _send_cli([str(t1_h5), "--out", str(t1_h5), *port])
+    assert refused.exit_code == 2 and "is the input file" in refused.output
+    assert _send_cli([str(raw), "--out", str(tmp_path / "c.h5"), *port]).exit_code == 2
+    dead = _send_cli([str(t1_h5), "--out", str(tmp_path / "d.h5"), "--port", "1", "--timeout", "2"])
+    assert dead.exit_code == 1 and "send failed" in dead.output
+
+
 def test_cli_port_default_matches_the_protocol():
     from vne_inline.cli.server_cmds import DEFAULT_PORT as CLI_PORT
 

@@ -105,12 +105,13 @@ def test_cli_replay_prints_a_table_and_writes_the_file(tmp_path, exam_files, toy
     assert len(vne) == 2 and all(np.isfinite(v.data).all() and v.data.max() > 0 for v in vne)
 
 
-def test_cli_replay_without_a_model_passes_images_and_says_why(tmp_path, exam_files):
+def test_cli_replay_without_a_model_passes_images_says_why_and_exits_3(tmp_path, exam_files):
     out = tmp_path / "out.h5"
     result = _invoke(["replay", *map(str, exam_files), "--out", str(out), "--model", str(tmp_path / "none.onnx"),
                       "--backend", "onnxruntime"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "skipped" in result.output and "backend unavailable" in result.output
+    assert "error: no VNE made from 2 T1-map slice(s): backend unavailable" in result.output
     assert f"image_{VNE_SERIES}" not in read_file(out).groups and len(read_file(out).records()) == 42
 
 
@@ -145,3 +146,49 @@ def test_cli_demo_replays_a_synthetic_exam(tmp_path, toy_model):
     assert "Lesion burden" in result.output and "FWHM" in result.output and "ground truth" in result.output
     assert result.output.count("made") >= 3
     assert "LGE graded non-diagnostic on 3 slice(s) (respiratory ghosts" in " ".join(result.output.split())
+
+
+def test_cli_replay_refuses_to_overwrite_an_input(tmp_path, exam_files):
+    cine, t1 = exam_files
+    before = t1.read_bytes()
+    result = _invoke(["replay", str(cine), str(t1), "--out", str(t1)])
+    assert result.exit_code == 2 and "is one of the input files" in result.output
+    assert t1.read_bytes() == before
+
+
+def test_cli_replay_unusable_input_exits_2_with_the_reason(tmp_path):
+    broken, raw, empty = tmp_path / "broken.h5", tmp_path / "meas.h5", tmp_path / "empty.h5"
+    broken.write_bytes(b"not hdf5")
+    with ismrmrd.Dataset(str(raw), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(CINE_HEADER.encode())
+        acq = ismrmrd.Acquisition.from_array(np.zeros((2, 64), np.complex64))
+        for _ in range(3):
+            ds.append_acquisition(acq)
+    write_file(empty, CINE_HEADER, [])
+    for path, why in ((broken, "not a readable HDF5 file"), (raw, "raw data (3 acquisitions, no images)"),
+                      (empty, "no images")):
+        result = _invoke(["replay", str(path), "--out", str(tmp_path / "out.h5")])
+        assert result.exit_code == 2, result.output
+        assert f"error: {path.name}: {why}" in result.output and "Traceback" not in result.output
+
+
+def test_cli_replay_of_a_cine_alone_exits_0_and_says_no_t1_was_given(tmp_path, exam_files):
+    result = _invoke(["replay", str(exam_files[0]), "--out", str(tmp_path / "out.h5"), "--model",
+                      str(tmp_path / "none.onnx"), "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert "no T1-map slice in the input" in result.output
+
+
+def test_cli_replay_role_rules_classify_untagged_series(tmp_path, toy_model):
+    cine, t1 = tmp_path / "cine.h5", tmp_path / "t1map.h5"
+    write_file(cine, CINE_HEADER, cine_records())
+    records = t1_records()
+    for r in records:
+        r.meta.pop("GADGETRON_DataRole", None)  # a site whose maps carry no role tag
+        r.meta.pop("GADGETRON_SeqDescription", None)
+    write_file(t1, T1_HEADER, records)
+    common = [str(cine), str(t1), "--model", str(toy_model), "--backend", "onnxruntime", "--threads", "1"]
+    untagged = _invoke(["replay", *common, "--out", str(tmp_path / "a.h5")])
+    assert untagged.exit_code == 0 and "no T1-map slice in the input" in untagged.output, untagged.output
+    mapped = _invoke(["replay", *common, "--out", str(tmp_path / "b.h5"), "--series-roles", "3=t1map"])
+    assert mapped.exit_code == 0 and "(2 VNE)" in mapped.output, mapped.output

@@ -10,6 +10,7 @@ stall both sides.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,8 @@ from vne_inline.io.records import ImageRecord
 
 __all__ = ["Reply", "DEFAULT_CONFIG", "exchange", "send_file"]
 
+_SLICE_LINE = re.compile(r"(DBG|WRN): T1 slice \d+: ")
+
 #: Config name sent by default (any name is accepted by `vne-inline serve`).
 DEFAULT_CONFIG = "vne"
 
@@ -41,6 +44,16 @@ class Reply:
     texts: list[str] = field(default_factory=list)
     closed: bool = False
     error: str | None = None
+
+    @property
+    def vne(self) -> list[ImageRecord]:
+        """The VNE images among the records (``DataRole`` or ``GADGETRON_DataRole`` VNE)."""
+        return [r for r in self.records if "VNE" in (r.meta_str("DataRole"), r.meta_str("GADGETRON_DataRole"))]
+
+    @property
+    def slice_lines(self) -> list[str]:
+        """The server's per-T1-slice lines (``DBG: T1 slice 0: VNE made ...``, ``WRN: T1 slice 1: no VNE: ...``)."""
+        return [t for t in self.texts if _SLICE_LINE.match(t)]
 
 
 def _receive(reader: MessageReader, reply: Reply, on_text: Callable[[str], None] | None) -> None:
@@ -106,8 +119,11 @@ def send_file(
     **kwargs,
 ) -> Reply:
     """Stream an ISMRMRD image file (header + every image group, in order) through :func:`exchange`;
-    write the returned images to `out` as ``image_<series>`` groups (with the input's header)."""
+    write the returned images to `out` as ``image_<series>`` groups (with the input's header). Raises
+    ValueError when the file is unusable (unreadable, raw data, no images), OSError when the server is not."""
     mrd = read_file(path)
+    if not mrd.records():
+        raise ValueError(f"{Path(path).name}: no images (ISMRMRD image groups such as image_1 are needed)")
     reply = exchange(mrd.header_xml, mrd.records(), **kwargs)
     if out is not None:
         write_file(out, mrd.header_xml, reply.records)

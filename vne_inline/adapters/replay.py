@@ -31,8 +31,10 @@ class ConnectionResult:
 
 
 def replay_file(core: InlineCore, path: str | Path) -> ConnectionResult:
-    """Replay one file as one connection (ValueError naming the file if it cannot be read)."""
+    """Replay one file as one connection (ValueError naming the file if it cannot be read or holds no image)."""
     mrd = read_file(path)
+    if not mrd.records():
+        raise ValueError(f"{Path(path).name}: no images (ISMRMRD image groups such as image_1 are needed)")
     session = core.open_session(mrd.header_xml)
     result = ConnectionResult(source=Path(path), header_xml=mrd.header_xml)
     for record in mrd.records():

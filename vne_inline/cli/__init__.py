@@ -2,6 +2,7 @@
 heavy imports (torch, onnxruntime) happen inside the commands so that `--help` stays fast."""
 
 from vne_inline.cli import (  # noqa: F401  (each module registers its commands on `app`)
+    check_cmds,
     data_cmds,
     evaluate_cmds,
     gadgetron_cmds,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import RolePatternsOption, SeriesRolesOption, role_rules
 
 
 def _field(text: str) -> float | str:
@@ -51,7 +52,6 @@ def synth(
     )
 
     from vne_inline.synth.exam import generate_exams
-
     from vne_inline.synth.patient import MIXED, T1_SCHEMES
 
     field_t = _field(field)
@@ -61,13 +61,17 @@ def synth(
     begin = time.perf_counter()
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     burdens = []
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("", total=patients)
-        for s in generate_exams(out, patients, seed, field_t, workers, start, t1_scheme):
-            burdens.append(s.lesion_burden)
-            flags = [k for k, v in s.artefacts.items() if v]
-            progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"
-                            + (f", {', '.join(flags)}" if flags else ""))
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("", total=patients)
+            for s in generate_exams(out, patients, seed, field_t, workers, start, t1_scheme):
+                burdens.append(s.lesion_burden)
+                flags = [k for k, v in s.artefacts.items() if v]
+                progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"
+                                + (f", {', '.join(flags)}" if flags else ""))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: {len(burdens)} of {patients} patients complete in {out}; none left half-written")
+        raise typer.Exit(130) from None
     console.print(f"{patients} synthetic exams in {out} ({time.perf_counter() - begin:.0f} s); "
                   f"lesion burden median {100 * float(sorted(burdens)[len(burdens) // 2]):.1f} %, "
                   f"{sum(b == 0 for b in burdens)} without lesions")
@@ -78,13 +82,15 @@ def show(
     path: Annotated[Path, typer.Argument(exists=True, help="A patient directory or one file (cine.h5, t1map.h5, lge.h5, truth.h5).")],
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
     slice_index: Annotated[int | None, typer.Option("--slice", help="T1-map slice (default: the middle one).")] = None,
+    series_roles: SeriesRolesOption = None,
+    role_patterns: RolePatternsOption = None,
 ) -> None:
     """Montage of one T1 slice: matched cine (end-diastole), IR images, T1 map, matched LGE and the truth
-    overlay; for a single file, what that file holds."""
+    overlay; for a single file, every series it holds (the VNE and series no rule recognises included)."""
     from vne_inline.viz.montage import show as make_montage
 
     try:
-        written = make_montage(path, out, slice_index)
+        written = make_montage(path, out, slice_index, role_rules(series_roles, role_patterns))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="PATH") from exc
     typer.echo(f"wrote {written}")

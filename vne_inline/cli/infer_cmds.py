@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import require_extra
 
 
 @app.command()
@@ -21,11 +22,8 @@ def export(
                                        "output, InstanceNorm in float32); name it x.fp16.onnx next to x.onnx.")] = False,
 ) -> None:
     """Export the generator to ONNX: inputs cine, ir, t1; output vne; dynamic batch, height and width."""
-    try:
-        from vne_inline.infer.export import export_onnx
-    except ImportError as exc:
-        typer.echo(f"export needs the train extra (torch, onnx): {exc}", err=True)
-        raise typer.Exit(1) from exc
+    require_extra("train", "export", "torch", "onnx", "onnxscript")
+    from vne_inline.infer.export import export_onnx
 
     path = export_onnx(weights, out, fp16=fp16)
     Console().print(f"{'fp16' if fp16 else 'fp32'} ONNX model written to {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -14,6 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import (
+    BackendOption,
+    ModelOption,
+    RolePatternsOption,
+    SeriesRolesOption,
+    ThreadsOption,
+    VneSeriesOption,
+    fail,
+    role_properties,
+)
 
 
 def _results_table(results) -> Table:
@@ -42,10 +52,12 @@ def run_replay(files: Sequence[Path], out: Path, properties: dict[str, str], sto
     return results
 
 
-def _properties(model: Path | None, backend: str, threads: int | None, vne_series: int | None) -> dict[str, str]:
+def _properties(model: Path | None, backend: str, threads: int | None, vne_series: int | None,
+                series_roles: str | None = None, role_patterns: str | None = None) -> dict[str, str]:
     """CoreConfig properties; an empty value keeps the core's default."""
     return {"model": str(model or ""), "backend": backend, "threads": str(threads or ""),
-            "vne_series_index": "" if vne_series is None else str(vne_series)}
+            "vne_series_index": "" if vne_series is None else str(vne_series),
+            **role_properties(series_roles, role_patterns)}
 
 
 def _quiet_core_logs(verbose: bool) -> None:
@@ -54,39 +66,53 @@ def _quiet_core_logs(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-ModelOption = Annotated[Path | None, typer.Option(help="Model (.onnx; .safetensors for pytorch); "
-                                                  "default: the shipped weights.")]
-BackendOption = Annotated[str, typer.Option(help="tensorrt | openvino | onnxruntime | pytorch | auto.")]
-ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads for inference (default: all).")]
-SeriesOption = Annotated[int | None, typer.Option(min=0, max=65535, help="image_series_index of the VNE images "
-                                                  "(default 99).")]
+def no_vne_line(results) -> str | None:
+    """The one line saying why no VNE was made when T1-map slices were given and none was; else None."""
+    reports = [r for result in results for r in result.reports]
+    if not reports or any(r.made for r in reports):
+        return None
+    reasons = sorted({r.reason for r in reports})
+    return f"no VNE made from {len(reports)} T1-map slice(s): {'; '.join(reasons)}"
+
+
 VerboseOption = Annotated[bool, typer.Option(help="Show the core's log lines.")]
 
 
 @app.command()
 def replay(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
-                                                help="ISMRMRD files, one per connection, replayed in this order.")],
-    out: Annotated[Path, typer.Option(help="Output ISMRMRD file: every output image, groups image_<series>.")],
+                                                help="ISMRMRD image files, one per connection, replayed in this order.")],
+    out: Annotated[Path, typer.Option(help="Output ISMRMRD file (not one of the inputs): every output image, "
+                                      "groups image_<series>.")],
     model: ModelOption = None,
     backend: BackendOption = "auto",
     threads: ThreadsOption = None,
     store: Annotated[Path | None, typer.Option(help="Per-study slice store to use (and keep); "
                                                "default: a fresh temporary one.")] = None,
-    vne_series: SeriesOption = None,
+    vne_series: VneSeriesOption = None,
+    series_roles: SeriesRolesOption = None,
+    role_patterns: RolePatternsOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Replay ISMRMRD files through the inline core, as the scanner would stream them, and show per T1
-    slice whether a VNE was made and why not."""
+    slice whether a VNE was made and why not. Exit status: 0 VNE made (or no T1-map slice given),
+    2 unusable input, 3 T1-map slices given but no VNE made."""
     _quiet_core_logs(verbose)
+    if out.resolve() in {f.resolve() for f in files}:
+        raise fail(f"--out {out} is one of the input files; choose another output name", 2)
     try:
-        results = run_replay(files, out, _properties(model, backend, threads, vne_series), store)
+        results = run_replay(files, out, _properties(model, backend, threads, vne_series, series_roles,
+                                                     role_patterns), store)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise fail(str(exc), 2) from exc
     console = Console()
     console.print(_results_table(results))
     made = sum(r.made for result in results for r in result.reports)
     console.print(f"{sum(len(r.outputs) for r in results)} images ({made} VNE) written to {out}")
+    if (line := no_vne_line(results)) is not None:
+        raise fail(line, 3)
+    if not any(result.reports for result in results):
+        console.print("no T1-map slice in the input, so no VNE (a cine kept in --store still serves a later T1 scan)")
 
 
 # ---------------------------------------------------------------------------- demo
@@ -153,13 +179,22 @@ def demo(
 ) -> None:
     """One synthetic HCM exam end to end: cine and T1 mapping replayed through the inline core with the
     shipped model; writes the VNE ISMRMRD file, a PNG montage (T1 map, VNE, LGE, true lesion outlines)
-    and prints the lesion burdens of VNE vs LGE. Synthetic-trained default weights: not for clinical use."""
+    and prints the lesion burdens of VNE vs LGE. Synthetic-trained default weights: not for clinical use.
+    Ctrl-C stops it at once."""
+    _quiet_core_logs(verbose)
+    console = Console()
+    try:
+        _run_demo(console, out, seed, model, backend, threads)
+    except KeyboardInterrupt:
+        console.print("interrupted: files written so far are complete; none left half-written")
+        raise typer.Exit(130) from None
+
+
+def _run_demo(console: Console, out: Path, seed: int, model: Path | None, backend: str, threads: int | None) -> None:
     from vne_inline.infer import BackendError, load_backend
     from vne_inline.synth.exam import generate_patient
     from vne_inline.viz.demo_figure import montage
 
-    _quiet_core_logs(verbose)
-    console = Console()
     started = time.perf_counter()
     try:
         loaded = load_backend(backend, None if model is None else str(model), threads)

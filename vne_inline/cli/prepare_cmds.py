@@ -11,12 +11,22 @@ from rich.progress import Progress
 from rich.table import Table
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import (
+    LogLevelOption,
+    RolePatternsOption,
+    SeriesRolesOption,
+    require_extra,
+    role_rules,
+    setup_logging,
+)
 
 
 @app.command()
 def prepare(
-    exams_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Directory of exam "
-                                              "directories (one per patient, ISMRMRD files per scan), or one exam directory.")],
+    exams: Annotated[Path | None, typer.Option("--exams", exists=True, file_okay=False, help="Folder of exam "
+                                               "folders (one per patient, ISMRMRD files per scan), or one exam folder.")] = None,
+    exams_arg: Annotated[Path | None, typer.Argument(exists=True, file_okay=False, hidden=True,
+                                                     help="The same as --exams (older spelling).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output triplets file (HDF5).")] = Path("triplets.h5"),
     min_cosine: Annotated[float, typer.Option(help="Slice normals must have cosine similarity above this.")] = 0.9,
     max_distance_mm: Annotated[float, typer.Option(help="Slice positions must differ by less than this (mm).")] = 4.0,
@@ -27,12 +37,22 @@ def prepare(
                                                  "default: synthetic exams' artefact records.")] = None,
     keep_nondiagnostic: Annotated[bool, typer.Option(help="Keep slices whose LGE is graded non-diagnostic "
                                                      "(default: reject them).")] = False,
+    series_roles: SeriesRolesOption = None,
+    role_patterns: RolePatternsOption = None,
+    log_level: LogLevelOption = "WARNING",
 ) -> None:
     """Match every T1-map slice with a cine and an LGE slice (the paper's criteria), resample them onto
     the T1 grid, register the LGE to the T1 map and store the triplets; slices whose LGE is graded
     non-diagnostic are rejected; rejected slices are listed with their reason."""
     import numpy as np
 
+    exams_dir = exams or exams_arg
+    if exams_dir is None or (exams and exams_arg and exams != exams_arg):
+        raise typer.BadParameter("give the exams folder once, as --exams DIR", param_hint="--exams")
+    setup_logging(log_level)
+    rules = role_rules(series_roles, role_patterns)
+    if register:
+        require_extra("train", "prepare (LGE registration; --no-register runs without it)", "SimpleITK")
     from vne_inline.adapters.exam_files import exam_files
     from vne_inline.core.match import MatchCriteria
     from vne_inline.train.prepare import Registration, grader
@@ -45,7 +65,7 @@ def prepare(
         report = run_prepare(dirs, out, MatchCriteria(min_cosine, max_distance_mm),
                              on_exam=lambda _: progress.advance(task),
                              registration=Registration(register, max_shift_mm),
-                             grades=grader(grading, keep_nondiagnostic))
+                             grades=grader(grading, keep_nondiagnostic), rules=rules)
     console.print(f"{report.written} triplets written to {out}")
     if report.shifts_mm:
         shifts = np.asarray(report.shifts_mm)

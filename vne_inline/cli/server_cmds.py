@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +9,15 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import (
+    LogLevelOption,
+    RolePatternsOption,
+    SeriesRolesOption,
+    VneSeriesOption,
+    fail,
+    role_properties,
+    setup_logging,
+)
 
 DEFAULT_PORT = 9002  # vne_inline.adapters.mrd_protocol.DEFAULT_PORT, repeated so that --help stays import-light
 
@@ -33,22 +41,31 @@ def serve(
     = 300.0,
     shutdown_timeout: Annotated[float, typer.Option(min=0.0, help="On SIGTERM/SIGINT, let open sessions finish "
                                                     "for this long (s).")] = 30.0,
+    vne_series: VneSeriesOption = None,
+    series_roles: SeriesRolesOption = None,
+    role_patterns: RolePatternsOption = None,
+    log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run the MRD v1 streaming server (FIRE / OpenRecon / python-ismrmrd-server clients): every image comes
     back, plus a VNE image per T1-map slice once its cine is in (same or earlier connection)."""
     from vne_inline.adapters.mrd_server import MrdServer, ServerLimits
+    from vne_inline.core.store import default_store_dir
+    from vne_inline.health import store_problem
     from vne_inline.infer import BackendError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
+    if (problem := store_problem(store or default_store_dir())) is not None:
+        raise fail(f"cannot start the server: {problem}")
     props = {"backend": backend, "model": "" if model is None else str(model),
-             "threads": "" if threads is None else str(threads), "store_dir": "" if store is None else str(store)}
+             "threads": "" if threads is None else str(threads), "store_dir": "" if store is None else str(store),
+             "vne_series_index": "" if vne_series is None else str(vne_series),
+             **role_properties(series_roles, role_patterns)}
     limits = ServerLimits(max_message_bytes=int(max_message_mb * 2**20), max_clients=max_clients,
                           idle_timeout_s=idle_timeout, shutdown_timeout_s=shutdown_timeout)
     try:
         server = MrdServer(props, host=host, port=port, limits=limits)
     except (BackendError, ValueError, OSError) as exc:
-        typer.echo(f"cannot start the server: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(f"cannot start the server: {exc}") from exc
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.stop())
     typer.echo(f"listening on {server.address[0]}:{server.address[1]} (SIGTERM or Ctrl-C to stop)", err=True)
@@ -66,8 +83,11 @@ def send(
                                                     "e.g. vne_series_index=120.")] = None,
     timeout: Annotated[float, typer.Option(min=1.0, help="Socket and reply timeout (s).")] = 120.0,
 ) -> None:
-    """Stream an ISMRMRD image file to an MRD server, print its TEXT lines and save the images it returns."""
+    """Stream an ISMRMRD image file to an MRD server, print its TEXT lines and save the images it returns.
+    Exit status: 0 done, 1 connection or server error, 2 unusable input, 3 T1-map slices sent but no VNE back."""
+    from vne_inline.adapters.exam_files import classified_records
     from vne_inline.adapters.mrd_client import send_file
+    from vne_inline.core.roles import Role
 
     params = {}
     for item in param or []:
@@ -75,15 +95,22 @@ def send(
         if not sep or not key.strip():
             raise typer.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--param")
         params[key.strip()] = value.strip()
+    if out.resolve() == file.resolve():
+        raise fail(f"--out {out} is the input file; choose another output name", 2)
     try:
         reply = send_file(file, out, host=host, port=port, config=config, parameters=params, timeout_s=timeout,
                           on_text=typer.echo)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"send failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{len(reply.records)} images received, saved to {out}")
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    except OSError as exc:
+        raise fail(f"send failed: {exc}") from exc
+    typer.echo(f"{len(reply.records)} images received ({len(reply.vne)} VNE), saved to {out}")
     if reply.error or not reply.closed:
-        typer.echo(f"reply incomplete: {reply.error or 'no CLOSE'}", err=True)
-        raise typer.Exit(1)
+        raise fail(f"reply incomplete: {reply.error or 'no CLOSE'}")
     if any(t.startswith("ERR:") for t in reply.texts):
         raise typer.Exit(1)
+    sent_t1 = reply.slice_lines or any(role is Role.T1MAP for role, _ in classified_records(file))
+    if sent_t1 and not reply.vne:
+        reasons = [line.split(": ", 1)[1] for line in reply.slice_lines if line.startswith("WRN:")]
+        raise fail("no VNE made from the T1-map slices sent" + (f": {'; '.join(reasons)}" if reasons else
+                                                                 " and the server gave no reason"), 3)

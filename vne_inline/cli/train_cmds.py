@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from vne_inline.cli.app import app
+from vne_inline.cli.options import require_extra
 from vne_inline.modelspec import ModelConfig
 
 _DEFAULT = ModelConfig()
@@ -79,6 +80,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train the VNE generator (conditional GAN) on matched native/LGE slices."""
+    require_extra("train", "train", "torch")
     from vne_inline.model.losses import LossWeights
     from vne_inline.train.loop import GENERATOR_NAME, TrainOptions, train
 
@@ -128,6 +130,7 @@ def average_command(
     fp16: Annotated[bool, typer.Option(help="store the average in float16")] = False,
 ) -> None:
     """Average generator weights file by file (checkpoint averaging over the epochs of one run)."""
+    require_extra("train", "average", "torch")
     from vne_inline.model.generator import average_weights, save_weights
 
     try:
@@ -154,6 +157,7 @@ def train_recipe_command(
     Run it again with the same folder to continue after an interruption."""
     from dataclasses import replace
 
+    require_extra("train", "train-recipe", "torch", "onnx", "onnxscript", "SimpleITK")
     from vne_inline.train.recipe import Recipe, run_recipe
 
     recipe = Recipe()
@@ -178,6 +182,7 @@ def model_domain_command(
 ) -> None:
     """Measure the training domain on the model's training exams and store it with the weights (the
     input-domain check of every VNE compares each slice with it)."""
+    require_extra("train", "model-domain", "torch", "onnx", "onnxscript")
     from vne_inline.infer.export import export_onnx
     from vne_inline.model.generator import load_weights, save_weights
     from vne_inline.train.domain import describe_domain, with_domain

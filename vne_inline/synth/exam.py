@@ -4,9 +4,10 @@ patients over worker processes (deterministic per (seed, index), whatever the wo
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -101,20 +102,43 @@ def generate_patient(out: str | Path, seed: int, index: int, field_t: float | st
     t1 = simulate_t1(ctx, plan.t1, plan.resolution["t1"], noise)
     lge = simulate_lge(ctx, plan.lge, plan.resolution["lge"], noise)
     d = patient_dir(out, index)
-    d.mkdir(parents=True, exist_ok=True)
-    write_cine(d / "cine.h5", p, cine)
-    write_t1map(d / "t1map.h5", p, t1)
-    write_lge(d / "lge.h5", p, lge)
-    lge_truths = [SliceMasks(i, g, **truth_masks(mix, g)) for i, (g, mix) in enumerate(zip(lge.geometries, lge.mixes, strict=True))]
-    write_truth(d / "truth.h5", _slice_truths(ctx, plan, t1, lge), _truth_attrs(p, anatomy, lge), lge_truths)
+    tmp = _partial_dir(d, os.getpid())
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:  # written under a temporary name, renamed when complete: never a partial patient
+        write_cine(tmp / "cine.h5", p, cine)
+        write_t1map(tmp / "t1map.h5", p, t1)
+        write_lge(tmp / "lge.h5", p, lge)
+        lge_truths = [SliceMasks(i, g, **truth_masks(mix, g)) for i, (g, mix) in enumerate(zip(lge.geometries, lge.mixes, strict=True))]
+        write_truth(tmp / "truth.h5", _slice_truths(ctx, plan, t1, lge), _truth_attrs(p, anatomy, lge), lge_truths)
+        if d.exists():
+            shutil.rmtree(d)
+        tmp.rename(d)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return ExamSummary(index, d, p.phenotype, anatomy.lesions.burden, p.quality.flags, time.perf_counter() - start)
+
+
+def _partial_dir(d: Path, pid: int | str) -> Path:
+    """The temporary name patient directory `d` is written under by process `pid`."""
+    return d.with_name(f".{d.name}.partial-{pid}")
+
+
+def _generate(args: tuple) -> ExamSummary:
+    return generate_patient(*args)
+
+
+def _ignore_sigint() -> None:
+    """Worker initialiser: Ctrl-C reaches the parent, which stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def generate_exams(out: str | Path, n: int, seed: int, field_t: float | str = 1.5, workers: int = 2, start: int = 0,
                    t1_scheme: str = "shmolli") -> Iterator[ExamSummary]:
     """Generate patients start .. start+n-1, yielding each summary as it completes.
 
-    Workers are spawned processes with one BLAS thread each (the parallelism is across patients).
+    Workers are spawned processes with one BLAS thread each (the parallelism is across patients). An
+    interrupt (Ctrl-C) or a closed generator stops them at once; patients being written are removed,
+    the ones completed stay.
     """
     indices = range(start, start + n)
     if workers <= 1:
@@ -123,7 +147,13 @@ def generate_exams(out: str | Path, n: int, seed: int, field_t: float | str = 1.
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # read by the spawned workers' numpy at import
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(generate_patient, out, seed, i, field_t, t1_scheme) for i in indices]
-        for f in as_completed(futures):
-            yield f.result()
+    pool = get_context("spawn").Pool(workers, initializer=_ignore_sigint)
+    try:
+        yield from pool.imap_unordered(_generate, [(out, seed, i, field_t, t1_scheme) for i in indices])
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+        for i in indices:  # what the stopped workers left
+            for partial in patient_dir(out, i).parent.glob(_partial_dir(patient_dir(out, i), "*").name):
+                shutil.rmtree(partial, ignore_errors=True)

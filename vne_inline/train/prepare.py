@@ -32,6 +32,7 @@ import numpy as np
 from vne_inline.adapters.exam_files import Exam, read_exam
 from vne_inline.core.match import MatchCriteria, Matched, match_onto
 from vne_inline.core.register import MAX_SHIFT_MM, Shift, register_matched
+from vne_inline.core.roles import RoleRules
 from vne_inline.core.slices import T1Slice
 from vne_inline.io.lge_grading import read_nondiagnostic, synthetic_nondiagnostic
 
@@ -170,12 +171,13 @@ def triplets_of_exam(
     truth: TruthReader = synthetic_truth_masks,
     registration: Registration = Registration(),
     grades: Grader = synthetic_nondiagnostic,
+    rules: RoleRules = RoleRules(),
 ) -> tuple[list[Triplet], list[Rejection], list[Rejection]]:
     """Matched triplets of one exam directory, the slices (or the whole exam) rejected and the
     slices written without registration, with reasons."""
     name = Path(directory).name
     try:
-        exam = read_exam(directory)
+        exam = read_exam(directory, rules)
         masks = truth(directory)
         nondiagnostic = grades(directory)
     except (ValueError, OSError) as exc:
@@ -232,6 +234,7 @@ def prepare(
     on_exam: Callable[[str], None] | None = None,
     registration: Registration = Registration(),
     grades: Grader = synthetic_nondiagnostic,
+    rules: RoleRules = RoleRules(),
 ) -> PrepareReport:
     """Write `out` (triplets.h5) from the exam directories; returns counts and the rejection list.
     `grades` says which slices' LGE is non-diagnostic (see :func:`grader`)."""
@@ -243,7 +246,7 @@ def prepare(
         slices = h5.create_group("slices")
         for directory in exam_dirs:
             triplets, rejected, unregistered = triplets_of_exam(Path(directory), criteria, registration=registration,
-                                                               grades=grades)
+                                                               grades=grades, rules=rules)
             for t in triplets:
                 _write_triplet(slices, t)
                 if t.lge_shift_mm is not None:

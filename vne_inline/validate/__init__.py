@@ -1,4 +1,4 @@
-"""Validation of VNE against LGE (issue 7): run the inline core on exam folders, quantify lesion burden,
+"""Validation of VNE against LGE: run the inline core on exam folders, quantify lesion burden,
 compare with the field's statistics and write a report with figures.
 
 ``evaluate`` (per patient and slice) -> ``summary`` (cohort statistics from ``stats``) -> ``report``

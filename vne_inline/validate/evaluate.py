@@ -61,7 +61,7 @@ from vne_inline.validate.quality import cnr, edge_width, fidelity
 
 __all__ = [
     "READINGS", "THRESHOLDS", "Evaluation", "PatientResult", "Reading", "SliceResult", "Truth",
-    "evaluate_exams", "evaluate_patient", "patient_dirs",
+    "evaluate_exams", "evaluate_patient", "exam_series", "patient_dirs",
 ]
 
 #: Threshold names (FWHM, FWQM, FWEM), shared by every reading.
@@ -152,6 +152,7 @@ class PatientResult:
     name: str
     slices: list[SliceResult]
     skipped: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files of the folder that are not the exam's series, and why
 
     def burden(self, reading: str, threshold: str) -> float:
         """Patient lesion burden in %: lesion areas / myocardial areas summed over slices."""
@@ -201,6 +202,7 @@ class Evaluation:
     patients: list[PatientResult]
     skipped: list[str] = field(default_factory=list)
     margin_mm: float = BORDER_MARGIN_MM
+    ignored: list[str] = field(default_factory=list)  # files in patient folders that are not the exam's series
 
     def qc_counts(self) -> dict[str, int]:
         """How many evaluated slices' VNE the input-domain check rated pass, warn, fail (or not recorded)."""
@@ -242,6 +244,23 @@ def patient_dirs(exams: Path) -> list[Path]:
 
 def _roles(records: list[tuple[Role, ImageRecord]]) -> set[Role]:
     return {role for role, _ in records}
+
+
+def exam_series(files: list[tuple[Path, list[tuple[Role, ImageRecord]]]]):
+    """The files that hold the exam's own series, and one line per file left out: a file holding VNE
+    images is an output of this product (a replay saved in the folder), and a file repeating series of
+    an earlier file (by name) is a copy; either would count slices twice."""
+    kept, ignored, owner = [], [], {}
+    for path, records in files:
+        series = sorted({r.series_index for _, r in records})
+        if Role.VNE in _roles(records):
+            ignored.append(f"{path.name}: holds VNE images (an output, not part of the exam)")
+        elif repeated := [s for s in series if s in owner]:
+            ignored.append(f"{path.name}: repeats series {', '.join(map(str, repeated))} of {owner[repeated[0]]}")
+        else:
+            owner.update({s: path.name for s in series})
+            kept.append((path, records))
+    return kept, ignored
 
 
 def _vne(core: InlineCore, files: list[Path]) -> tuple[list[ImageRecord], dict[int, str]]:
@@ -310,10 +329,11 @@ def evaluate_patient(
     `without_cine`: the cine files are not sent (the VNE-without-cine reading; the core must have
     ``vne_without_cine`` set).
 
-    Raises ValueError when the directory lacks cine, T1 mapping (map and IR images) or LGE.
+    Only the exam's own series are read (:func:`exam_series`). Raises ValueError when the directory lacks
+    cine, T1 mapping (map and IR images) or LGE, or a file cannot be read.
     """
     directory = Path(directory)
-    files = [(path, classified_records(path, core.config.rules)) for path in exam_files(directory)]
+    files, ignored = exam_series([(path, classified_records(path, core.config.rules)) for path in exam_files(directory)])
     present = set().union(*(_roles(recs) for _, recs in files))
     missing = sorted(r.value for r in {Role.CINE, Role.IR, Role.T1MAP, Role.LGE} - present)
     if missing:
@@ -331,7 +351,7 @@ def evaluate_patient(
         rois, lge_rois = {k: v[0] for k, v in truth.items()}, {}
         nondiagnostic = {k: v[2] for k, v in truth.items() if v[2] is not None}
     lge = lge_slices(by_role[Role.LGE])
-    result = PatientResult(directory.name, [])
+    result = PatientResult(directory.name, [], ignored=ignored)
     for t1 in t1_slices(by_role[Role.T1MAP], by_role[Role.IR]):
         vne = [v for v in vnes if same_plane(v.geometry, t1.geometry)]
         try:
@@ -398,6 +418,13 @@ def evaluate_exams(
                 out.skipped.append(f"{directory.name}: {exc}")
                 progress(out.skipped[-1])
                 continue
+            except (OSError, KeyError) as exc:  # a damaged or half-written file (truth, contours): skip the exam
+                out.skipped.append(f"{directory.name}: damaged or incomplete exam ({type(exc).__name__}: {exc})")
+                progress(out.skipped[-1])
+                continue
+            out.ignored += [f"{directory.name}/{line}" for line in patient.ignored]
+            for line in patient.ignored:
+                progress(f"{directory.name}/{line}: ignored")
             if patient.slices:
                 out.patients.append(patient)
             else:

@@ -131,6 +131,8 @@ def _header(evaluation: Evaluation, everything: Evaluation, tables: tuple[str, s
     ]
     if evaluation.skipped:
         lines += ["Patients left out: " + "; ".join(evaluation.skipped) + ".", ""]
+    if evaluation.ignored:
+        lines += ["Files ignored (not the exam's own series): " + "; ".join(evaluation.ignored) + ".", ""]
     left_out = [f"{p.name} {line}" for p in evaluation.patients for line in p.skipped]
     if left_out:
         lines += ["Slices left out: " + "; ".join(left_out) + ".", ""]

@@ -29,6 +29,7 @@ __all__ = ["Panel", "show", "exam_panels", "file_panels"]
 
 T1_MAX_MS = {1.5: 2000.0, 3.0: 2500.0}  # colour-bar top by field strength (T)
 MAX_PER_ROW = 7  # wider rows wrap
+MAX_PER_SERIES = 2 * MAX_PER_ROW  # images shown of a series no rule recognised, or of the VNE
 MIN_COLUMNS = 4  # rows with fewer panels keep this panel width
 # Overlay classes (name, colour) drawn over the truth panel, in painting order.
 OVERLAY = (("remote", "#3b82f6"), ("blood", "#d946ef"), ("lesion_intermediate", "#f59e0b"), ("lesion_hyperintense", "#ef4444"))
@@ -46,7 +47,7 @@ class Panel:
 
 
 # --------------------------------------------------------------------------------------------- roles
-def _by_role(paths: list[Path]) -> tuple[dict[str, list[ImageRecord]], float]:
+def _by_role(paths: list[Path], rules: RoleRules = RoleRules()) -> tuple[dict[str, list[ImageRecord]], float]:
     """Records grouped by role, and the T1 colour-bar top for the field strength in the headers."""
     out: dict[str, list[ImageRecord]] = {}
     t1_max = T1_MAX_MS[1.5]
@@ -58,7 +59,7 @@ def _by_role(paths: list[Path]) -> tuple[dict[str, list[ImageRecord]], float]:
             header = ExamHeader()
         t1_max = T1_MAX_MS.get(header.field_strength_t, t1_max)
         for record in scan.records():
-            out.setdefault(classify(record, RoleRules(), header.n_phases).value, []).append(record)
+            out.setdefault(classify(record, rules, header.n_phases).value, []).append(record)
     return out, t1_max
 
 
@@ -88,10 +89,11 @@ def _truth_panel(truth: SliceTruth) -> Panel:
     return Panel(truth.lge_true, "truth on noiseless LGE (zoom)", "truth", overlay)
 
 
-def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
+def exam_panels(directory: Path, slice_index: int | None = None,
+                rules: RoleRules = RoleRules()) -> tuple[list[list[Panel]], str]:
     """Rows of panels for one T1 slice of a patient directory, and a title."""
     files = [directory / n for n in ("cine.h5", "t1map.h5", "lge.h5") if (directory / n).exists()]
-    roles, t1_max = _by_role(files)
+    roles, t1_max = _by_role(files, rules)
     if not roles.get("t1map"):
         raise ValueError(f"{directory}: no T1 map found (t1map.h5 with GADGETRON_DataRole=T1)")
     k = _pick_slice(roles["t1map"], slice_index)
@@ -117,14 +119,34 @@ def exam_panels(directory: Path, slice_index: int | None = None) -> tuple[list[l
     return [top, bottom] if bottom else [top], title
 
 
-def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[Panel]], str]:
+def _series_rows(records: list[ImageRecord], name: str) -> list[list[Panel]]:
+    """One row per series, its first :data:`MAX_PER_SERIES` images in file order: the VNE images (`name`
+    "VNE"), or a series no role rule recognised (`name` empty)."""
+    by_series: dict[int, list[ImageRecord]] = {}
+    for r in records:
+        by_series.setdefault(r.series_index, []).append(r)
+    rows = []
+    for index, series in by_series.items():
+        row = []
+        for r in series[:MAX_PER_SERIES]:
+            title = (f"{name} slice {r.slice} (series {index})" if name
+                     else f"series {index}: slice {r.slice}, phase {r.phase}, set {r.set}")
+            row.append(Panel(np.abs(r.pixels).astype(np.float32), title))
+        if len(series) > MAX_PER_SERIES:
+            row[-1].title += f" (first {MAX_PER_SERIES} of {len(series)})"
+        rows.append(row)
+    return rows
+
+
+def file_panels(path: Path, slice_index: int | None = None,
+                rules: RoleRules = RoleRules()) -> tuple[list[list[Panel]], str]:
     """Rows of panels showing what one file holds (ISMRMRD scan or truth.h5)."""
     if path.name.startswith("truth"):
         truths = read_truth(path)
         rows = [[_truth_panel(t), Panel(t.t1_true_ms, f"true native T1, slice {t.slice} (ms)", "t1",
                                         vmax=T1_MAX_MS.get(t.attrs.get("field_t"), T1_MAX_MS[1.5]))] for t in truths]
         return rows, f"{path.parent.name}/{path.name}: ground truth per T1 slice"
-    roles, t1_max = _by_role([path])
+    roles, t1_max = _by_role([path], rules)
     rows: list[list[Panel]] = []
     if roles.get("cine"):
         rows.append([Panel(r.pixels, f"cine ED slice {r.slice}") for r in sorted(roles["cine"], key=lambda r: r.slice) if r.phase == 0])
@@ -136,10 +158,11 @@ def file_panels(path: Path, slice_index: int | None = None) -> tuple[list[list[P
         rows += [maps] if maps else []
     if roles.get("lge"):
         rows.append([Panel(r.pixels, f"LGE slice {r.slice}", "psir") for r in sorted(roles["lge"], key=lambda r: r.slice)])
+    rows += _series_rows(roles.get("vne", []), "VNE") + _series_rows(roles.get("other", []), "")
     if not rows:
-        raise ValueError(f"{path.name}: no cine, IR, T1-map or LGE images recognised")
+        raise ValueError(f"{path.name}: holds no images")
     wrapped = [row[i : i + MAX_PER_ROW] for row in rows for i in range(0, len(row), MAX_PER_ROW)]
-    return wrapped, f"{path.parent.name}/{path.name}"
+    return wrapped, f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 # --------------------------------------------------------------------------------------------- drawing
@@ -201,13 +224,13 @@ def render(rows: list[list[Panel]], title: str, out: Path) -> Path:
     return out
 
 
-def show(path: str | Path, out: str | Path, slice_index: int | None = None) -> Path:
+def show(path: str | Path, out: str | Path, slice_index: int | None = None, rules: RoleRules = RoleRules()) -> Path:
     """Montage of a patient directory (one T1 slice with everything matched to it) or of one file."""
     path = Path(path)
     if path.is_dir():
-        rows, title = exam_panels(path, slice_index)
+        rows, title = exam_panels(path, slice_index, rules)
     elif path.is_file():
-        rows, title = file_panels(path, slice_index)
+        rows, title = file_panels(path, slice_index, rules)
     else:
         raise FileNotFoundError(f"{path} does not exist")
     return render(rows, title, Path(out))
