@@ -51,13 +51,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped one).")
     parser.add_argument("--backend", default="onnxruntime", help="Backend name (default onnxruntime, CPU).")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all).")
+    parser.add_argument("--precision", default="fp32", help="fp32 (default), bf16, int8 or auto.")
     parser.add_argument("--slices", type=int, default=9, help="Number of timed VNE slices.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic exam.")
     parser.add_argument("--fit-t1", action="store_true", help="Send no T1 maps: the core fits them (t1_maps=fit).")
     parser.add_argument("--scheme", default="shmolli", help="T1 sampling of the exam (shmolli, molli-533, molli-3335).")
     args = parser.parse_args()
 
-    backend = load_backend(args.backend, None if args.model is None else str(args.model), args.threads)
+    backend = load_backend(args.backend, None if args.model is None else str(args.model), args.threads, args.precision)
     with tempfile.TemporaryDirectory(prefix="vne-latency-exam-") as tmp:
         exam = generate_patient(tmp, args.seed, 0, t1_scheme=args.scheme).directory
         cine, t1_file = read_file(exam / "cine.h5"), read_file(exam / "t1map.h5")

@@ -110,6 +110,14 @@ def _scheme_name(text: str) -> str:
     return text.lower()
 
 
+def _precision(text: str) -> str:
+    from vne_inline.infer.precision import PRECISIONS  # names only: no runtime is imported
+
+    if text not in ("auto", *PRECISIONS):
+        raise ValueError(f"choose from auto, {', '.join(PRECISIONS)}")
+    return text
+
+
 def _flag(text: str) -> bool:
     value = text.lower()
     if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
@@ -141,7 +149,7 @@ T1_MAP_MODES = ("scanner", "fit", "off")
 #: Property name -> parser of its text value (ValueError on a bad value).
 PROPERTIES = {
     "store_dir": Path, "expiry_h": _positive_float, "vne_series_index": _int_in(0, 65535),
-    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024),
+    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024), "precision": _precision,
     "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
     "min_cosine": _cosine, "max_distance_mm": _positive_float,
     "vne_without_cine": _flag, "qc_withhold": _withhold,
@@ -155,6 +163,7 @@ PROPERTIES = {
 class CoreConfig:
     """Inline core settings. `store_dir` defaults to ``$VNE_INLINE_STORE`` or ``~/.cache/vne-inline/store``;
     `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default;
+    `precision` "auto" (the fastest the model's validation accepted), "fp32", "bf16" or "int8";
     `vne_without_cine`: make a VNE from IR images and map when no cine matches; `qc_withhold`: withhold
     a VNE whose domain check is "fail" (default), "warn" or worse, or "never" (tagged only)."""
 
@@ -166,6 +175,7 @@ class CoreConfig:
     backend: str = "auto"
     model: Path | None = None
     threads: int | None = None
+    precision: str = "auto"
     vne_without_cine: bool = False
     qc_withhold: str = "fail"
     t1_maps: str = "scanner"
@@ -190,7 +200,7 @@ class CoreConfig:
     def from_properties(cls, props: Mapping[str, str]) -> CoreConfig:
         """From string properties (Gadgetron ``<property>`` elements, MRD JSON parameters).
 
-        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``,
+        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``, ``precision``,
         ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
         ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``, ``vne_without_cine`` (true/false),
         ``qc_withhold`` (warn, fail, never), ``t1_maps`` (:data:`T1_MAP_MODES`), ``t1_scheme`` (``auto``
@@ -284,7 +294,8 @@ class InlineCore:
 
                 c = self.config
                 try:
-                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads)
+                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads,
+                                                 c.precision)
                     log.info("VNE backend %s loaded", self._backend.name)
                 except BackendError as exc:
                     self._backend_error = str(exc)
