@@ -394,6 +394,8 @@ class Session:
             self._vne_off = (f"input {role.value} images use the VNE series index {record.series_index}; VNE off "
                              "for this connection (set vne_series_index to a free series)")
             log.warning(self._vne_off)
+        if role is Role.T1MAP:
+            self._map_seen = True  # the scanner sends maps, even one this session cannot use
         problem = self._unusable(record)
         if problem is not None:
             if role is Role.T1MAP:
@@ -414,7 +416,6 @@ class Session:
             self._ir.append(record)
             return self._complete_t1(final=False)
         else:
-            self._map_seen = True
             self._maps.append(record)
             return self._complete_t1(final=False)
         return []
