@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from vne_inline.adapters.exam_files import classified_records, exam_files
+from vne_inline.adapters.exam_files import classified_records
+from vne_inline.adapters.scans import read_scans
 from vne_inline.core.domain import TrainingDomain, build_domain, slice_statistics
 from vne_inline.core.normalise import normalise_series
 from vne_inline.core.roles import Role
 from vne_inline.core.slices import t1_slices
 from vne_inline.io.header import parse_header
-from vne_inline.io.mrd_file import read_file
 from vne_inline.modelspec import ModelConfig
 from vne_inline.physics.ir_sampling import scheme_from_ti
 
@@ -24,13 +24,13 @@ def exam_samples(directory: Path) -> list[tuple[float, int, str, dict[str, float
     """(field T, IR-image count, scheme, statistics) of every T1 slice of one exam; field 1.5 T when the
     header does not say."""
     samples = []
-    for path in exam_files(directory):
-        records = classified_records(path)
+    for scan in read_scans(directory):
+        records = classified_records(scan)
         maps = [r for role, r in records if role is Role.T1MAP]
         if not maps:
             continue
         try:
-            field_t = parse_header(read_file(path).header_xml).field_strength_t or 1.5
+            field_t = parse_header(scan.header_xml).field_strength_t or 1.5
         except ValueError:
             field_t = 1.5
         for t1 in t1_slices(maps, [r for role, r in records if role is Role.IR]):
