@@ -33,6 +33,7 @@ __all__ = [
     "look_locker_parameters",
     "T1Fit",
     "fit_t1",
+    "scattered_fit",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -471,17 +472,25 @@ def fit_t1(
         if magnitude:
             good &= a > 0
 
+    return scattered_fit(n, trailing, idx[good], good, t1, a, b, t1s, np.sqrt(rss / k), pnull, r2)
+
+
+def scattered_fit(n: int, trailing: tuple[int, ...], where: np.ndarray, good: np.ndarray, t1, a, b, t1_star,
+                  residual, null_index, r_squared) -> T1Fit:
+    """A :class:`T1Fit` of `trailing` shape from per-fitted-pixel values: those where `good` go to the
+    flat pixel indices `where` (of `n`), every other pixel is NaN (-1 for `null_index`)."""
+
     def scatter(values: np.ndarray, fill, dtype) -> np.ndarray:
         out = np.full(n, fill, dtype=dtype)
-        out[idx[good]] = values[good]
+        out[where] = values[good]
         return out.reshape(trailing)
 
     return T1Fit(
         t1_ms=scatter(t1, np.nan, np.float64),
         a=scatter(a, np.nan, np.float64),
         b=scatter(b, np.nan, np.float64),
-        t1_star_ms=scatter(t1s, np.nan, np.float64),
-        residual=scatter(np.sqrt(rss / k), np.nan, np.float64),
-        null_index=scatter(pnull, -1, np.int64),
-        r_squared=scatter(r2, np.nan, np.float64),
+        t1_star_ms=scatter(t1_star, np.nan, np.float64),
+        residual=scatter(residual, np.nan, np.float64),
+        null_index=scatter(null_index, -1, np.int64),
+        r_squared=scatter(r_squared, np.nan, np.float64),
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit
+from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit, scattered_fit
 
 __all__ = ["recovery_model", "fit_t1_recovery"]
 
@@ -245,17 +245,4 @@ def fit_t1_recovery(
         r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
         good = np.isfinite(t1) & (t1 >= lo) & (t1 <= hi) & np.isfinite(rss) & (a > 0 if magnitude else a != 0)
 
-    def scatter(values, fill, dtype):
-        out = np.full(n, fill, dtype=dtype)
-        out[idx[good]] = values[good]
-        return out.reshape(trailing)
-
-    return T1Fit(
-        t1_ms=scatter(t1, np.nan, np.float64),
-        a=scatter(a, np.nan, np.float64),
-        b=scatter(b, np.nan, np.float64),
-        t1_star_ms=scatter(np.exp(x), np.nan, np.float64),
-        residual=scatter(np.sqrt(rss / k), np.nan, np.float64),
-        null_index=scatter(p_null, -1, np.int64),
-        r_squared=scatter(r2, np.nan, np.float64),
-    )
+    return scattered_fit(n, trailing, idx[good], good, t1, a, b, np.exp(x), np.sqrt(rss / k), p_null, r2)
