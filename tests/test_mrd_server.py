@@ -138,6 +138,20 @@ def test_cine_file_and_t1_file_on_two_connections_give_a_vne_per_t1_slice(server
     assert not any("SYNTH-PATIENT" in t for r in replies for t in r.texts)
 
 
+def test_a_resent_t1_file_gets_its_vne_again_and_says_so(server, tmp_path):
+    t1_h5 = tmp_path / "t1.h5"
+    write_file(t1_h5, T1_HEADER, t1_records())
+    host, port = server.address
+    send_file(t1_h5, None, host=host, port=port, timeout_s=TIMEOUT_S)  # before its cine: both slices wait
+    cine = exchange(CINE_HEADER, cine_records(), host=host, port=port, timeout_s=TIMEOUT_S)
+    assert [v.slice for v in vnes(cine.records)] == [0, 1]
+    again = send_file(t1_h5, None, host=host, port=port, timeout_s=TIMEOUT_S)
+    assert [v.slice for v in vnes(again.records)] == [0, 1]
+    assert sum(t.startswith("DBG: T1 slice") and "VNE made" in t for t in again.texts) == 2
+    cine = exchange(CINE_HEADER, cine_records(), host=host, port=port, timeout_s=TIMEOUT_S)
+    assert vnes(cine.records) == [] and not any("T1 slice" in t for t in cine.texts)
+
+
 @pytest.mark.parametrize("config", ["file", "text"])
 def test_config_as_file_or_text_and_header_with_or_without_nul(server, config):
     no_nul = CINE_HEADER.encode()
@@ -186,10 +200,24 @@ def test_json_parameters_set_session_properties_and_operator_ones_are_refused(se
     assert any(t.startswith("WRN: parameters not applied") and "min_cosine" in t for t in texts(bad))
 
 
+@pytest.mark.parametrize(("text", "error"), [
+    ("[1, 2]", "parameters must be a JSON object"),
+    ("{oops", "parameters are not valid JSON (JSONDecodeError)"),
+    ("[" * 200000, "parameters are not valid JSON (RecursionError)"),
+    ('{"a": ' + "9" * 5000 + "}", "parameters are not valid JSON (ValueError)"),
+    ('{"a": [[[[[[[[[1]]]]]]]]]}', "parameters nest deeper than 8 levels"),
+])
+def test_session_properties_refuse_what_is_not_a_small_json_object(text, error):
+    with pytest.raises(ValueError) as info:
+        session_properties(text)
+    assert str(info.value) == error
+
+
 def test_session_properties_parsing():
-    assert session_properties("[1, 2]") == ({}, ["WRN: parameters must be a JSON object; ignored"])
-    assert session_properties("{oops") == ({}, ["WRN: parameters are not JSON; ignored"])
     assert session_properties('{"max_distance_mm": 3, "customconfig": ""}') == ({"max_distance_mm": "3"}, [])
+    props, notes = session_properties('{"role_patterns": "^(a+)+$=cine", "max_grid": 4096}')
+    assert props == {} and notes == ["WRN: parameter max_grid is set by the server operator only; ignored",
+                                     "WRN: parameter role_patterns is set by the server operator only; ignored"]
 
 
 def test_acquisitions_and_waveforms_are_dropped_with_one_warning_each(server):
@@ -213,7 +241,12 @@ def test_acquisitions_and_waveforms_are_dropped_with_one_warning_each(server):
 def test_unusable_store_disables_vne_but_images_pass_through(tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    with running(blocker / "store") as server:
+    with pytest.raises(NotADirectoryError):  # refused at start-up ...
+        running(blocker / "store").__enter__()
+    store = tmp_path / "store"
+    with running(store) as server:
+        store.rmdir()
+        store.write_text("")  # ... and when it breaks later, per connection
         msgs = talk(server.address, scan(T1_HEADER, t1_records()))
     assert echoed(images(msgs), t1_records()) and msgs[-1].id == MessageId.CLOSE
     assert texts(msgs)[0].startswith("ERR: VNE disabled for this connection, images pass through")
@@ -254,7 +287,7 @@ def test_bad_messages_get_err_and_close_and_the_server_goes_on(tmp_path, tail, e
 
 def test_data_before_the_config_is_an_error(server):
     msgs = talk(server.address, lambda w, send: w.image(ONE_IMAGE))
-    assert texts(msgs) == ["ERR: expected CONFIG_FILE or CONFIG_TEXT first, got IMAGE"]
+    assert texts(msgs) == ["ERR: expected CONFIG_FILE or CONFIG_TEXT first, got IMAGE; connection closed"]
 
 
 @pytest.fixture(scope="module")

@@ -166,9 +166,27 @@ def test_t1_then_cine_emits_vne_on_the_cine_connection(tmp_path, caplog):
     last_phase = [i for i, r in enumerate(out) if r.series_index == 1 and r.phase == N_PHASES - 1]
     assert out[last_phase[1] + 1].series_index == VNE_SERIES
     assert [r.made for r in s2.reports] == [True, True]
-    # a third connection with the same T1 slices makes no second VNE
-    out, s3 = run_connection(core, T1_HEADER, t1_records())
+    # the cine sent again makes no second VNE of the same T1 arrival
+    out, s3 = run_connection(core, CINE_HEADER, cine_records())
     assert not vnes(out) and s3.reports == []
+
+
+def test_a_resent_or_repeated_t1_scan_gets_its_vne_on_its_own_connection(tmp_path):
+    core = make_core(tmp_path)
+    run_connection(core, CINE_HEADER, cine_records())
+    first, _ = run_connection(core, T1_HEADER, t1_records())
+    again, s2 = run_connection(core, T1_HEADER, t1_records())  # the same series re-sent
+    assert sorted(v.slice for v in vnes(first)) == sorted(v.slice for v in vnes(again)) == [0, 1]
+    assert [r.made for r in s2.reports] == [True, True]
+    repeat = t1_records()  # a repeated breath-hold: same planes, new data
+    for r in repeat:
+        r.data[...] = r.data * 1.1
+    out, _ = run_connection(core, T1_HEADER, repeat)
+    assert len(vnes(out)) == 2
+    np.testing.assert_allclose(vnes(out)[0].data, 1.1 * vnes(first)[0].data, rtol=1e-5)  # made from the new data
+    # a later cine of the same planes makes none of them again: each arrival has had its VNE
+    out, s4 = run_connection(core, CINE_HEADER, cine_records())
+    assert not vnes(out) and s4.reports == []
 
 
 def test_missing_cine_passes_everything_and_logs_one_line_per_slice(tmp_path, caplog):
@@ -212,7 +230,7 @@ def test_wrong_shapes_are_skipped_with_reason(tmp_path):
     out, session = run_connection(core, T1_HEADER, t1)
     assert inputs_in_order(out, t1) and not vnes(out)
     reasons = {r.slice: r.reason for r in session.reports}
-    assert "bad input" in reasons[0] and "H, W" in reasons[0]
+    assert reasons[0] == "data of shape (1, 1, 40, 49) does not match its 50 x 40 header matrix"
     assert "incomplete T1 slice" in reasons[1] and "2 IR-weighted" in reasons[1]
 
 
@@ -338,3 +356,4 @@ def test_announced_sets_and_report_line():
     line = SliceReport(2, True, "from cine series 1 slice 4", 1.04, 0.999, 12.3).line()
     assert line == "T1 slice 2: VNE made: from cine series 1 slice 4 [cine 1.0 mm, cos 0.999] [12 ms]"
     assert SliceReport(0, False, "no cine match: none").line() == "T1 slice 0: no VNE: no cine match: none"
+

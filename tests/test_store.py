@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from test_pipeline import (  # the shared exam builders
 )
 
 from vne_inline.core.slices import CineSlice, t1_slices
-from vne_inline.core.store import CLAIM_TIMEOUT_S, SliceStore, default_store_dir, entry_id
+from vne_inline.core.store import SliceStore, default_store_dir, entry_id
 from vne_inline.io import study_key
 
 KEY = study_key(T1_HEADER)
@@ -44,11 +44,12 @@ def a_t1():
 def test_round_trip_without_pickle(tmp_path):
     study = SliceStore(tmp_path).study(KEY)
     cine, t1 = a_cine(), a_t1()
-    c_id, t_id = study.put_cine(cine), study.put_t1(t1)
+    c_id, (t_id, arrival) = study.put_cine(cine), study.put_t1(t1)
     back = study.cine(c_id)
     assert back.key == cine.key and back.geometry.compare(cine.geometry).distance_mm < 1e-9
     np.testing.assert_array_equal(back.frames, cine.frames)
-    t = study.t1(t_id)
+    t, back_arrival = study.t1(t_id)
+    assert back_arrival == arrival and study.pending_t1()[0][:2] == (t_id, arrival)
     np.testing.assert_array_equal(t.t1_ms, t1.t1_ms)
     np.testing.assert_array_equal(t.ir, t1.ir)
     np.testing.assert_array_equal(t.ti_ms, t1.ti_ms)
@@ -150,18 +151,40 @@ def test_default_store_dir_follows_the_environment(monkeypatch, tmp_path):
     assert default_store_dir() == Path.home() / ".cache" / "vne-inline" / "store"
 
 
-def test_claims_are_exclusive_and_stale_claims_expire(tmp_path):
+def test_claims_are_exclusive_per_arrival_and_made_arrivals_are_not_claimed_again(tmp_path):
     a, b = SliceStore(tmp_path).study(KEY), SliceStore(tmp_path).study(KEY)
-    assert a.claim_vne("x") and not b.claim_vne("x")
-    b.release_vne("x")
-    assert b.claim_vne("x")
-    path = a.path / "vne-x.json"
-    path.write_text(json.dumps({"state": "claimed", "time": time.time() - CLAIM_TIMEOUT_S - 1}))
-    assert a.vne_state("x") is None and a.claim_vne("x")
-    a.mark_vne_made("x")
-    assert not b.claim_vne("x") and b.vne_state("x") == "made"
-    b.release_vne("x")
-    assert a.vne_state("x") == "made"
+    claim = a.claim("x", "arrival1")
+    assert claim is not None and b.claim("x", "arrival1") is None
+    other = b.claim("x", "arrival2")  # a new arrival of the same slice is independent
+    assert other is not None
+    other.release()
+    claim.release()
+    claim = b.claim("x", "arrival1")
+    b.mark_made(claim)
+    claim.release()
+    assert a.made_arrival("x") == "arrival1" and a.claim("x", "arrival1") is None
+    assert not list(a.path.glob("claim-*"))  # released claims leave no file
+
+
+def _claim_and_die(root: str) -> None:
+    """Child process: take a claim and be killed while holding it (as kill -9 mid-inference)."""
+    claim = SliceStore(Path(root)).study(KEY).claim("x", "a1")
+    assert claim is not None
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_claim_dies_with_its_process_and_is_taken_over_at_once(tmp_path):
+    child = mp.get_context("fork").Process(target=_claim_and_die, args=(str(tmp_path),))
+    child.start()
+    child.join(20)
+    assert child.exitcode == -signal.SIGKILL
+    assert list((tmp_path / KEY).glob("claim-*"))  # the file is left behind ...
+    claim = SliceStore(tmp_path).study(KEY).claim("x", "a1")  # ... but its lock died with the process
+    assert claim is not None
+    claim.release()
+
+
+_held = []  # claims a pool worker keeps until it exits
 
 
 def _writer(args) -> tuple[int, bool]:
@@ -171,7 +194,9 @@ def _writer(args) -> tuple[int, bool]:
     for i in range(5):
         study.put_cine(a_cine(i, value=float(worker)))
         study.cine_geometries()
-    return worker, study.claim_vne("shared")
+    claim = study.claim("shared", "a1")
+    _held.append(claim)
+    return worker, claim is not None
 
 
 def test_concurrent_writers_keep_files_whole_and_one_claim_wins(tmp_path):

@@ -3,4 +3,10 @@
 Default weights are trained on synthetic data only: not for clinical use.
 """
 
+import os
+
+# ONNX Runtime's usage telemetry (a device id and an event database under ~/.cache) stays off: the
+# variable is read when onnxruntime is first imported, so it is set before any part of the package can.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 __version__ = "0.1.0"

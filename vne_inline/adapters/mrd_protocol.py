@@ -20,6 +20,9 @@ first NUL is dropped (so a string without NUL is accepted too). Images, acquisit
 ismrmrd's own ``serialize_into`` / ``deserialize_from``; the reader only checks their fixed headers
 first, so that a message's size is known, and bounded, before anything is allocated.
 
+Text messages and an image's meta XML have their own, much smaller limits (an ISMRMRD header of a real
+exam is under 100 KB): a longer one is refused from its length field, before it is read or parsed.
+
 Reading errors are typed (:class:`TruncatedMessage`, :class:`OversizedMessage`,
 :class:`MalformedMessage`, all :class:`ProtocolError`) and say in one line what was wrong.
 """
@@ -39,6 +42,7 @@ from ismrmrd.waveform import WaveformHeader
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_TEXT_BYTES",
     "DEFAULT_PORT",
     "CONFIG_FILE_BYTES",
     "Message",
@@ -55,6 +59,8 @@ __all__ = [
 DEFAULT_PORT = 9002
 #: Largest message accepted by default (a 256 x 256 x 8-channel complex128 image is 8 MiB).
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+#: Largest CONFIG_TEXT / HEADER / TEXT message and image meta XML accepted by default.
+DEFAULT_MAX_TEXT_BYTES = 2**20
 #: Fixed payload size of a CONFIG_FILE message.
 CONFIG_FILE_BYTES = 1024
 #: Largest single socket read; a message is received in chunks, never allocated from its claimed size.
@@ -127,11 +133,14 @@ class MessageReader:
     """Reads messages from `recv` (``recv(n)`` returns up to n bytes, b'' at end of stream: ``socket.recv``,
     a raw or buffered file's ``read``). No message may exceed `max_message_bytes` (id excluded)."""
 
-    def __init__(self, recv: Callable[[int], bytes], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(self, recv: Callable[[int], bytes], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_text_bytes: int | None = None) -> None:
         if max_message_bytes < CONFIG_FILE_BYTES:
             raise ValueError(f"max_message_bytes must be at least {CONFIG_FILE_BYTES}")
         self._recv = recv
         self.max_message_bytes = max_message_bytes
+        #: Limit of a text message (CONFIG_TEXT, HEADER, TEXT) and of an image's meta XML.
+        self.max_text_bytes = min(max_message_bytes, max_text_bytes or max_message_bytes)
         self._left = 0  # bytes the current message may still take
 
     def read(self) -> Message | None:
@@ -152,6 +161,9 @@ class MessageReader:
             return Message(mid, _decode(self._exactly(CONFIG_FILE_BYTES, "CONFIG_FILE")))
         if mid in _TEXT_IDS:
             length = _LENGTH.unpack(self._exactly(_LENGTH.size, f"{mid.name} length"))[0]
+            if length > self.max_text_bytes:
+                raise OversizedMessage(f"{mid.name} of {length} bytes exceeds the limit of {self.max_text_bytes} "
+                                       "bytes for text")
             return Message(mid, _decode(self._exactly(length, mid.name)))
         if mid in _OBJECTS:
             return Message(mid, self._read_object(mid))
@@ -166,13 +178,18 @@ class MessageReader:
                 f"{mid.name} of {body + len(head_raw)} bytes exceeds the limit of {self.max_message_bytes} bytes"
             )
         pending = [head_raw]
+        reads = 0
 
         def read_exactly(n: int) -> bytes:  # replays the header already read, then reads on
+            nonlocal reads
+            reads += 1
+            if mid == MessageId.IMAGE and reads == 3 and n > self.max_text_bytes:  # header, length, meta XML
+                raise OversizedMessage(f"image meta of {n} bytes exceeds the limit of {self.max_text_bytes} bytes")
             return pending.pop() if pending else self._exactly(n, mid.name)
 
         try:
             return cls.deserialize_from(read_exactly)
-        except ProtocolError:
+        except (ProtocolError, OSError):  # framing errors, and the socket's own (timeouts, resets)
             raise
         except Exception as exc:  # ismrmrd raises assorted types for bad meta XML or shapes
             raise MalformedMessage(f"{mid.name} cannot be decoded: {type(exc).__name__}: {exc}") from exc

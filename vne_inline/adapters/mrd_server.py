@@ -11,8 +11,10 @@ so a cine sent to either and a T1 mapping sent to either meet. Per connection th
    different connections cannot be matched (the client is told with a ``WRN:`` line).
 3. optionally a TEXT (id 5) with JSON parameters, FIRE style ``{"parameters": {...}}`` or a flat
    object. The per-session core settings :data:`SESSION_PROPERTIES` are applied; the process-wide
-   ones (model, backend, threads, store) belong to the operator and are refused; ``config`` and
-   ``customconfig`` name the plugin and are ignored; anything else is listed as unused.
+   ones (model, backend, threads, store, role patterns, bounds) belong to the operator and are
+   refused; ``config`` and ``customconfig`` name the plugin and are ignored; anything else is listed
+   as unused. Parameters that are not a JSON object (or nest deeper than :data:`MAX_JSON_DEPTH`) get
+   an ``ERR:`` line and turn VNE off for the connection; the images still pass through.
 4. images (1022), then CLOSE (4).
 
 The server answers every input image (the same bytes, at once), the VNE images as they are made,
@@ -21,6 +23,13 @@ error) and CLOSE. Raw acquisitions (1008) and waveforms (1026) are read and drop
 reconstructed images; one ``WRN:`` line says so). A connection that ends without CLOSE is abandoned:
 its open slices are not completed. A message over the size limit, an unknown message id or an
 undecodable message gets an ``ERR:`` line and the connection is closed; other sessions go on.
+
+Work per client is bounded (:class:`ServerLimits`): text messages and image meta are refused above
+``max_text_bytes`` before they are read; the config and header must arrive within ``header_timeout_s``
+of connecting; once a message has started, it must keep coming at ``min_rate_bytes_s`` after a grace of
+``message_grace_s``; between messages a connection may be silent for ``idle_timeout_s`` (a scanner
+between reconstructions). A connection that breaks a bound gets an ``ERR:`` line and CLOSE. So silent
+or trickling clients hold a slot for seconds, not minutes.
 
 Connections run in threads, at most ``max_clients`` at once (further clients wait in the listen
 backlog). Every session has its own core (its own settings) over ONE loaded backend whose calls are
@@ -47,6 +56,7 @@ from vne_inline import __version__
 from vne_inline.adapters.mrd_protocol import (
     CONFIG_FILE_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_TEXT_BYTES,
     DEFAULT_PORT,
     MalformedMessage,
     Message,
@@ -56,18 +66,19 @@ from vne_inline.adapters.mrd_protocol import (
     ProtocolError,
 )
 from vne_inline.core.normalise import ModelInputs
-from vne_inline.core.pipeline import PROPERTIES, CoreConfig, InlineCore, Session
-from vne_inline.io.header import parse_header
+from vne_inline.core.pipeline import PROPERTIES, CoreConfig, InlineCore, Session, open_store
 from vne_inline.io.records import ImageRecord
 
-__all__ = ["MrdServer", "ServerLimits", "SESSION_PROPERTIES", "session_properties"]
+__all__ = ["MrdServer", "ServerLimits", "SESSION_PROPERTIES", "MAX_JSON_DEPTH", "session_properties"]
 
 log = logging.getLogger("vne_inline.adapters.mrd_server")
 
 #: Core properties a client may set for its own session (JSON parameters).
 SESSION_PROPERTIES = frozenset(
-    {"vne_series_index", "series_roles", "role_patterns", "min_cine_phases", "min_cosine", "max_distance_mm"}
+    {"vne_series_index", "series_roles", "min_cine_phases", "min_cosine", "max_distance_mm"}
 )
+#: Deepest nesting accepted in JSON parameters (FIRE's are two levels deep).
+MAX_JSON_DEPTH = 8
 #: FIRE / python-ismrmrd-server keys that choose the server-side config, not a VNE setting.
 _CONFIG_KEYS = frozenset({"config", "customconfig"})
 #: After the reply, what the client still sends is read (and dropped) for at most this long / this much,
@@ -80,31 +91,52 @@ _POLL_S = 0.2
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """Bounds: message size (bytes), concurrent connections, silence on a connection (s), shutdown grace (s)."""
+    """Bounds: message and text size (bytes), concurrent connections, time to the header (s), silence between
+    messages (s), slowest transfer inside a message (bytes/s after a grace in s), shutdown grace (s)."""
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
     max_clients: int = 8
+    header_timeout_s: float = 5.0
     idle_timeout_s: float = 300.0
+    min_rate_bytes_s: float = 2.0**20
+    message_grace_s: float = 10.0
     shutdown_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.max_message_bytes < CONFIG_FILE_BYTES:
-            raise ValueError(f"max_message_bytes must be >= {CONFIG_FILE_BYTES}, got {self.max_message_bytes}")
+        if self.max_message_bytes < CONFIG_FILE_BYTES or self.max_text_bytes < CONFIG_FILE_BYTES:
+            raise ValueError(f"max_message_bytes and max_text_bytes must be >= {CONFIG_FILE_BYTES}")
         if self.max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {self.max_clients}")
-        if not (self.idle_timeout_s > 0 and self.shutdown_timeout_s >= 0):
-            raise ValueError("idle_timeout_s must be > 0 and shutdown_timeout_s >= 0")
+        if not (self.idle_timeout_s > 0 and self.header_timeout_s > 0 and self.shutdown_timeout_s >= 0):
+            raise ValueError("idle_timeout_s and header_timeout_s must be > 0 and shutdown_timeout_s >= 0")
+        if not (self.min_rate_bytes_s > 0 and self.message_grace_s > 0):
+            raise ValueError("min_rate_bytes_s and message_grace_s must be > 0")
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of a parsed JSON value (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def session_properties(text: str) -> tuple[dict[str, str], list[str]]:
-    """The per-session core properties in a JSON parameter text, and the ``WRN:``/``DBG:`` lines about it."""
+    """The per-session core properties in a JSON parameter text, and the ``WRN:``/``DBG:`` lines about it.
+    ValueError (one line) for text that is not a JSON object of at most :data:`MAX_JSON_DEPTH` levels."""
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError:
-        return {}, ["WRN: parameters are not JSON; ignored"]
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too many digits, too deep for the parser
+        raise ValueError(f"parameters are not valid JSON ({type(exc).__name__})") from None
+    if _depth(raw) > MAX_JSON_DEPTH:
+        raise ValueError(f"parameters nest deeper than {MAX_JSON_DEPTH} levels")
     params = raw.get("parameters", raw) if isinstance(raw, dict) else None
     if not isinstance(params, dict):
-        return {}, ["WRN: parameters must be a JSON object; ignored"]
+        raise ValueError("parameters must be a JSON object")
     props = {k: "" if v is None else str(v) for k, v in params.items() if k in SESSION_PROPERTIES}
     notes = [f"WRN: parameter {k} is set by the server operator only; ignored"
              for k in sorted(set(params) & (set(PROPERTIES) - SESSION_PROPERTIES))]
@@ -134,7 +166,8 @@ def _load_backend(config: CoreConfig):
     runtime's warm-up, and a model that cannot run stops the start); BackendError otherwise."""
     from vne_inline.infer import BackendError, load_backend, predict
 
-    backend = load_backend(config.backend, None if config.model is None else str(config.model), config.threads)
+    backend = load_backend(config.backend, None if config.model is None else str(config.model), config.threads,
+                           config.precision)
     started = time.perf_counter()
     c, size = backend.config, max(64, backend.config.size_multiple)
     blank = ModelInputs(*(np.zeros((n, size, size), np.float32) for n in (c.n_cine_frames, c.n_ir_images, 1)))
@@ -144,18 +177,6 @@ def _load_backend(config: CoreConfig):
         raise BackendError(f"{backend.name} cannot run the model: {type(exc).__name__}: {exc}") from exc
     log.info("backend %s (%s) warmed up in %.1f s", backend.name, backend.detail, time.perf_counter() - started)
     return backend
-
-
-def _header_note(header_xml: str) -> str | None:
-    """A ``WRN:`` line when the header cannot key the study (the parser's text is not repeated: it may quote data)."""
-    try:
-        study = parse_header(header_xml)
-    except ValueError:
-        return "WRN: header is not ISMRMRD XML: cine and T1 mapping on different connections cannot be matched"
-    if study.study_key is None:
-        return ("WRN: header has no StudyInstanceUID or FrameOfReferenceUID: cine and T1 mapping on different "
-                "connections cannot be matched")
-    return None
 
 
 class MrdServer:
@@ -172,6 +193,7 @@ class MrdServer:
     ) -> None:
         self.properties = dict(properties or {})
         config = CoreConfig.from_properties(self.properties)  # ValueError for a bad operator setting
+        open_store(config)  # the store root: created, or refused (ValueError, OSError) now, not per scan
         self.backend = _SharedBackend(backend if backend is not None else _load_backend(config))
         self.limits = limits
         self._stopping = threading.Event()
@@ -296,55 +318,111 @@ def _close_quietly(sock: socket.socket) -> None:
         sock.close()
 
 
+class _TooSlow(TimeoutError):
+    """A client broke a time bound of :class:`ServerLimits`; the message says which."""
+
+
+class _Pacer:
+    """`recv` for one connection under the time bounds of :class:`ServerLimits`: until the header is in, one
+    deadline from the connect; then `idle_timeout_s` between messages; inside a message, at least
+    `min_rate_bytes_s` once `message_grace_s` has passed."""
+
+    def __init__(self, sock: socket.socket, limits: ServerLimits) -> None:
+        self._sock = sock
+        self._limits = limits
+        self._until: float | None = time.monotonic() + limits.header_timeout_s
+        self._started: float | None = None
+        self._received = 0
+
+    def next_message(self) -> None:
+        self._started, self._received = None, 0
+
+    def header_done(self) -> None:
+        self._until = None
+
+    def recv(self, n: int) -> bytes:
+        now, limits = time.monotonic(), self._limits
+        if self._started is None:
+            timeout, what = ((self._until - now, f"no config and header within {limits.header_timeout_s:g} s")
+                             if self._until is not None else
+                             (limits.idle_timeout_s, f"silent for {limits.idle_timeout_s:g} s"))
+        else:
+            timeout = self._started + limits.message_grace_s + self._received / limits.min_rate_bytes_s - now
+            what = f"message slower than {limits.min_rate_bytes_s / 1024:g} KiB/s"
+            if self._until is not None and self._until - now < timeout:
+                timeout, what = self._until - now, f"no config and header within {limits.header_timeout_s:g} s"
+        if timeout <= 0:
+            raise _TooSlow(what)
+        self._sock.settimeout(timeout)
+        try:
+            data = self._sock.recv(n)
+        except TimeoutError:
+            raise _TooSlow(what) from None
+        if self._started is None and data:
+            self._started = now
+        self._received += len(data)
+        return data
+
+    def send(self, data: bytes) -> None:
+        self._sock.settimeout(self._limits.idle_timeout_s)
+        self._sock.sendall(data)
+
+
 class _Connection:
     """One client connection: the message loop around one core session."""
 
     def __init__(self, server: MrdServer, number: int, sock: socket.socket) -> None:
         self.server = server
         self.number = number
-        sock.settimeout(server.limits.idle_timeout_s)
-        self.reader = MessageReader(sock.recv, server.limits.max_message_bytes)
-        self.writer = MessageWriter(sock.sendall)
+        self.pacer = _Pacer(sock, server.limits)
+        self.reader = MessageReader(self.pacer.recv, server.limits.max_message_bytes, server.limits.max_text_bytes)
+        self.writer = MessageWriter(self.pacer.send)
         self.n_images = self.n_vne = self.n_reported = 0
         self.dropped: dict[MessageId, int] = {}
 
     def run(self) -> None:
         try:
             self._serve()
-        except ProtocolError as exc:
-            log.warning("connection #%d: protocol error, closed: %s", self.number, exc)
+        except (ProtocolError, _TooSlow) as exc:
+            kind = "protocol error" if isinstance(exc, ProtocolError) else "too slow"
+            log.warning("connection #%d: %s, closed: %s", self.number, kind, exc)
             try:
-                self.writer.text(f"ERR: {exc}")
+                self.writer.text(f"ERR: {exc}; connection closed")
                 self.writer.close()
             except OSError:
                 pass
-        except OSError as exc:  # reset, broken pipe, idle timeout
+        except OSError as exc:  # reset, broken pipe
             log.warning("connection #%d lost: %s", self.number, exc.strerror or type(exc).__name__)
+
+    def _read(self) -> Message | None:
+        self.pacer.next_message()
+        return self.reader.read()
 
     def _serve(self) -> None:
         started = time.monotonic()
-        msg = self.reader.read()
+        msg = self._read()
         if msg is None or msg.id == MessageId.CLOSE:
             log.debug("connection #%d ended before a config", self.number)
             return self._close_if(msg)
         if msg.id not in (MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT):
             raise MalformedMessage(f"expected CONFIG_FILE or CONFIG_TEXT first, got {msg.id.name}")
         config_name = msg.value.strip().splitlines()[0][:80] if msg.value.strip() else ""
-        msg = self.reader.read()
+        msg = self._read()
         if msg is None or msg.id == MessageId.CLOSE:
             log.info("connection #%d: config %r only, no data (normal for a query)", self.number, config_name)
             return self._close_if(msg)
         if msg.id != MessageId.HEADER:
             raise MalformedMessage(f"expected HEADER after the config, got {msg.id.name}")
+        self.pacer.header_done()
         header_xml = msg.value
-        msg = self.reader.read()
+        msg = self._read()
         params = None
         if msg is not None and msg.id == MessageId.TEXT:
-            params, msg = msg.value, self.reader.read()
+            params, msg = msg.value, self._read()
         session = self._open_session(header_xml, params)
         while msg is not None and msg.id != MessageId.CLOSE:
             self._dispatch(session, msg)
-            msg = self.reader.read()
+            msg = self._read()
         if msg is None:
             log.warning("connection #%d ended without CLOSE after %d images: session abandoned",
                         self.number, self.n_images)
@@ -364,8 +442,13 @@ class _Connection:
             self.writer.close()
 
     def _open_session(self, header_xml: str, params: str | None) -> Session | None:
-        """The core session (None: VNE off, images still pass through), announced by DBG/WRN lines."""
-        props, notes = session_properties(params) if params is not None else ({}, [])
+        """The core session (None: VNE off, images still pass through), announced by DBG/WRN/ERR lines."""
+        try:
+            props, notes = session_properties(params) if params is not None else ({}, [])
+        except ValueError as exc:
+            log.warning("connection #%d: VNE off, images pass through: %s", self.number, exc)
+            self.writer.text(f"ERR: {exc}; VNE off for this connection, images pass through")
+            return None
         try:
             try:
                 core = self.server.session_core(props)
@@ -384,8 +467,10 @@ class _Connection:
                  f"VNE series {core.config.vne_series_index}"]
         if model.trained_on == "synthetic":
             lines.append("WRN: VNE weights trained on synthetic data: not for clinical use")
-        note = _header_note(header_xml)
-        for line in lines + notes + ([note] if note else []):
+        if session.header_note is not None:
+            notes.append(f"WRN: {session.header_note}: cine and T1 mapping on different connections cannot be "
+                         "matched")
+        for line in lines + notes:
             self.writer.text(line)
         return session
 

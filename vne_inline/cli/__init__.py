@@ -9,8 +9,10 @@ from vne_inline.cli import (  # noqa: F401  (each module registers its commands 
     infer_cmds,
     inline_cmds,
     node_cmds,
+    precision_cmds,
     prepare_cmds,
     server_cmds,
+    t1map_cmds,
     train_cmds,
 )
 from vne_inline.cli.app import app

@@ -45,6 +45,9 @@ def serve(
     series_roles: SeriesRolesOption = None,
     role_patterns: RolePatternsOption = None,
     log_level: LogLevelOption = "INFO",
+    prop: Annotated[list[str] | None, typer.Option("--property", help="Core property KEY=VALUE for every "
+                                                   "session (repeatable), as in the Gadgetron configuration, e.g. "
+                                                   "role_patterns='FL2D_T1=t1map' or max_store_mb=4096.")] = None,
 ) -> None:
     """Run the MRD v1 streaming server (FIRE / OpenRecon / python-ismrmrd-server clients): every image comes
     back, plus a VNE image per T1-map slice once its cine is in (same or earlier connection)."""
@@ -60,6 +63,11 @@ def serve(
              "threads": "" if threads is None else str(threads), "store_dir": "" if store is None else str(store),
              "vne_series_index": "" if vne_series is None else str(vne_series),
              **role_properties(series_roles, role_patterns)}
+    for item in prop or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--property")
+        props[key.strip()] = value.strip()
     limits = ServerLimits(max_message_bytes=int(max_message_mb * 2**20), max_clients=max_clients,
                           idle_timeout_s=idle_timeout, shutdown_timeout_s=shutdown_timeout)
     try:

@@ -13,7 +13,9 @@ match wins (design §3):
 6. many cardiac phases without TI -> cine (image ``phase`` > 0, or the session header's encoding
    limits announce more than ``min_cine_phases`` phases).
 
-Anything else is ``other`` and is passed on untouched.
+Anything else is ``other`` and is passed on untouched. Patterns come from the operator's configuration
+only; they are compiled once and matched on the first :data:`MATCH_CHARS` characters of a description,
+so the work per image is bounded whatever an image's meta holds.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import ismrmrd
 from vne_inline.io.dicom_json import ti_from_comment
 from vne_inline.io.records import ImageRecord, meta_float, meta_str
 
-__all__ = ["Role", "RoleRules", "classify", "inversion_time_ms", "DESCRIPTION_KEYS"]
+__all__ = ["Role", "RoleRules", "classify", "inversion_time_ms", "DESCRIPTION_KEYS", "MATCH_CHARS"]
 
 
 class Role(str, Enum):
@@ -40,6 +42,8 @@ class Role(str, Enum):
     OTHER = "other"
 
 
+#: Characters of a description the patterns see (DICOM SeriesDescription is at most 64).
+MATCH_CHARS = 256
 DESCRIPTION_KEYS = ("GADGETRON_SeqDescription", "SequenceDescription", "SeriesDescription")
 _TI_KEYS = ("GADGETRON_TI", "TI", "InversionTime")
 _ROLE_KEYS = ("GADGETRON_DataRole", "DataRole")
@@ -50,6 +54,8 @@ DEFAULT_DATA_ROLES: dict[str, Role] = {
     "PSIR": Role.LGE,
     "LGE": Role.LGE,
     "VNE": Role.VNE,
+    "T1FITR2": Role.OTHER,  # goodness of fit and invalid pixels of fitted T1 maps (core.t1_fit)
+    "T1FITINVALID": Role.OTHER,
 }
 
 DEFAULT_PATTERNS: tuple[tuple[str, Role], ...] = (
@@ -77,6 +83,14 @@ class RoleRules:
     data_roles: Mapping[str, Role] = field(default_factory=lambda: dict(DEFAULT_DATA_ROLES))
     description_patterns: tuple[tuple[str, Role], ...] = DEFAULT_PATTERNS
     min_cine_phases: int = 8
+    _compiled: tuple[tuple[re.Pattern, Role], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            compiled = tuple((re.compile(regex, re.IGNORECASE), role) for regex, role in self.description_patterns)
+        except re.error as exc:
+            raise ValueError(f"bad role pattern: {exc}") from exc
+        object.__setattr__(self, "_compiled", compiled)
 
     @classmethod
     def from_strings(
@@ -139,10 +153,10 @@ def classify(record: ImageRecord, rules: RoleRules = RoleRules(), header_phases:
     if image_type_role is not None:
         return image_type_role
     for key in DESCRIPTION_KEYS:
-        description = meta_str(record.meta, key)
+        description = (meta_str(record.meta, key) or "")[:MATCH_CHARS]
         if description:
-            for regex, role in rules.description_patterns:
-                if re.search(regex, description, flags=re.IGNORECASE):
+            for pattern, role in rules._compiled:
+                if pattern.search(description):
                     return role
     if record.image_type in (ismrmrd.IMTYPE_PHASE, ismrmrd.IMTYPE_COMPLEX):
         return Role.OTHER

@@ -8,13 +8,21 @@ returned by :func:`parse_header`, logged or used in file names: the study is key
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 
 import ismrmrd.xsd as xsd
+from xsdata.exceptions import ConverterWarning
 
 __all__ = ["ExamHeader", "make_header_xml", "parse_header", "study_key"]
 
 GYROMAGNETIC_HZ_PER_T = 42.577478518e6  # 1H gyromagnetic ratio / 2 pi (CODATA 2018)
+#: Longest header parsed (characters): a real exam's header is under 100 KB, and the XML parser's time
+#: grows faster than linearly on long tokens (expat 2.5), so anything longer is refused unparsed.
+MAX_HEADER_CHARS = 2**20
+
+# xsdata's conversion warnings quote header values (which may be patient data): never shown.
+warnings.filterwarnings("ignore", category=ConverterWarning)
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,12 @@ def make_header_xml(
 
 
 def parse_header(xml: str | bytes | None) -> ExamHeader:
-    """Study facts from a header XML; raises ValueError with the parser's reason if it is not ISMRMRD XML."""
+    """Study facts from a header XML; raises ValueError with the parser's reason if it is not ISMRMRD XML
+    or is longer than :data:`MAX_HEADER_CHARS`."""
     if not xml:
         raise ValueError("empty ISMRMRD header")
+    if len(xml) > MAX_HEADER_CHARS:
+        raise ValueError(f"ISMRMRD header of {len(xml)} characters is longer than {MAX_HEADER_CHARS}; not parsed")
     if isinstance(xml, bytes):
         xml = xml.rstrip(b"\0").decode("utf-8", errors="replace")
     try:
