@@ -31,8 +31,11 @@ class Exam:
     lge: list[LgeSlice] = field(default_factory=list)
 
 
-def classified_records(scan: Scan, rules: RoleRules = RoleRules()) -> list[tuple[Role, ImageRecord]]:
-    """Every image of one scan with its role (the header's announced phases inform the cine rule)."""
+def classified_records(scan: Scan | str | Path, rules: RoleRules = RoleRules()) -> list[tuple[Role, ImageRecord]]:
+    """Every image of one scan (or of every scan of a file or folder) with its role (the header's
+    announced phases inform the cine rule)."""
+    if not isinstance(scan, Scan):
+        return [item for s in read_scans(scan, rules) for item in classified_records(s, rules)]
     try:
         phases = parse_header(scan.header_xml).n_phases
     except ValueError:
