@@ -162,9 +162,10 @@ def test_auto_logs_each_skipped_backend_and_its_choice(toy_model, monkeypatch, c
     assert load_backend("onnxruntime", toy_model, threads=1) is backend
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("inference backend tensorrt skipped: ")
-    assert lines[1].startswith("inference backend openvino skipped: openvino is not installed")
-    assert lines[2].startswith("inference backend: onnxruntime (onnxruntime ")
-    assert len(lines) == 3 and all("\n" not in line for line in lines)
+    assert lines[1].startswith("precision fp32: no precision validation for toy.onnx")
+    assert lines[2].startswith("inference backend openvino skipped: openvino is not installed")
+    assert lines[3].startswith("inference backend: onnxruntime (onnxruntime ")
+    assert len(lines) == 4 and all("\n" not in line for line in lines)
 
 
 def test_load_failures_are_one_line_backend_errors(tmp_path, monkeypatch):

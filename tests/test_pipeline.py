@@ -356,3 +356,4 @@ def test_announced_sets_and_report_line():
     line = SliceReport(2, True, "from cine series 1 slice 4", 1.04, 0.999, 12.3).line()
     assert line == "T1 slice 2: VNE made: from cine series 1 slice 4 [cine 1.0 mm, cos 0.999] [12 ms]"
     assert SliceReport(0, False, "no cine match: none").line() == "T1 slice 0: no VNE: no cine match: none"
+

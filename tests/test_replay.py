@@ -16,6 +16,7 @@ from test_pipeline import (  # the shared exam builders
 )
 
 from vne_inline.adapters.replay import replay_files, write_outputs
+from vne_inline.core.t1_fit import DEFAULT_T1_SERIES
 from vne_inline.io.mrd_file import read_file, write_file
 from vne_inline.modelspec import CONFIG_KEY
 
@@ -57,7 +58,7 @@ def toy_model(tmp_path_factory):
 
 def test_replay_files_in_order_and_write_series_groups(tmp_path, exam_files):
     results = replay_files(make_core(tmp_path), exam_files)
-    assert [r.source.name for r in results] == ["cine.h5", "t1map.h5"]
+    assert [r.name for r in results] == ["cine.h5", "t1map.h5"]
     assert results[0].reports == [] and [r.made for r in results[1].reports] == [True, True]
     counts = write_outputs(tmp_path / "out.h5", results)
     assert counts == {"image_1": 30, "image_2": 10, "image_3": 2, f"image_{VNE_SERIES}": 2}
@@ -188,7 +189,10 @@ def test_cli_replay_role_rules_classify_untagged_series(tmp_path, toy_model):
         r.meta.pop("GADGETRON_SeqDescription", None)
     write_file(t1, T1_HEADER, records)
     common = [str(cine), str(t1), "--model", str(toy_model), "--backend", "onnxruntime", "--threads", "1"]
-    untagged = _invoke(["replay", *common, "--out", str(tmp_path / "a.h5")])
-    assert untagged.exit_code == 0 and "no T1-map slice in the input" in untagged.output, untagged.output
+    untagged = _invoke(["replay", *common, "--out", str(tmp_path / "a.h5")])  # the maps are not recognised:
+    assert untagged.exit_code == 0 and "(2 VNE)" in untagged.output, untagged.output  # fitted from the IR images
+    assert untagged.output.count("T1 map fitted from the IR images") == 2
+    assert f"image_{DEFAULT_T1_SERIES}" in read_file(tmp_path / "a.h5").groups
     mapped = _invoke(["replay", *common, "--out", str(tmp_path / "b.h5"), "--series-roles", "3=t1map"])
     assert mapped.exit_code == 0 and "(2 VNE)" in mapped.output, mapped.output
+    assert f"image_{DEFAULT_T1_SERIES}" not in read_file(tmp_path / "b.h5").groups  # the scanner's maps used

@@ -260,3 +260,35 @@ def test_cli_domain_options_make_molli_at_3t(tmp_path):
     for option, value in (("--field", "2"), ("--t1-scheme", "look-locker")):
         bad = runner.invoke(app, ["synth", "--out", str(tmp_path / "x"), option, value])
         assert bad.exit_code == 2 and option in bad.output
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "ge"])
+def test_dicom_export_reads_back_as_the_same_exam(exam_root, tmp_path, vendor):
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    from vne_inline.adapters.exam_files import read_exam
+    from vne_inline.synth.dicom_export import T1_SLOPE_MS, write_dicom_exam
+    from vne_inline.synth.patient import draw_patient
+
+    src = exam_root / "patient_000"
+    for name in ("cine.h5", "t1map.h5", "lge.h5"):
+        shutil.copy(src / name, tmp_path / name)
+    folder = write_dicom_exam(tmp_path, draw_patient(SEED, 0, 1.5), vendor)
+    dicom = read_exam(folder)
+    ismrmrd_exam = read_exam(src)
+    assert (len(dicom.cine), len(dicom.t1), len(dicom.lge)) == (len(ismrmrd_exam.cine), len(ismrmrd_exam.t1), len(ismrmrd_exam.lge))
+    for a, b in zip(dicom.t1, ismrmrd_exam.t1, strict=True):
+        np.testing.assert_allclose(a.geometry.position, b.geometry.position, atol=1e-3)
+        np.testing.assert_allclose(a.ti_ms, b.ti_ms, atol=0.5)
+        np.testing.assert_allclose(a.t1_ms, np.clip(b.t1_ms, 0, None), atol=T1_SLOPE_MS / 2 + 1e-3)
+    series = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert len(series) == (4 if vendor == "siemens" else 3)  # GE-like: IR images and map in one series
+    first = [pydicom.dcmread(sorted(s.glob("*.dcm"))[0]) for s in series]
+    assert {ds.Manufacturer for ds in first} == {f"vne-inline synthetic ({'Siemens' if vendor == 'siemens' else 'GE'}-like)"}
+    if shutil.which("dciodvfy"):
+        for s in series:
+            check = subprocess.run(["dciodvfy", str(sorted(s.glob("*.dcm"))[-1])], capture_output=True, text=True)
+            assert not [x for x in (check.stdout + check.stderr).splitlines() if x.startswith("Error")]

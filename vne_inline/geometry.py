@@ -92,6 +92,30 @@ class SliceGeometry:
             matrix=(int(head.matrix_size[0]), int(head.matrix_size[1])),
         )
 
+    @classmethod
+    def from_dicom(
+        cls, position, orientation, spacing, rows: int, columns: int, thickness_mm: float = 0.0,
+    ) -> SliceGeometry:
+        """From DICOM's ImagePositionPatient (centre of the first, top-left pixel; mm),
+        ImageOrientationPatient (row direction = `read_dir`, then column direction = `phase_dir`) and
+        PixelSpacing (row spacing dy, then column spacing dx; mm): the image centre is
+        ``IPP + (nx-1)/2 dx read + (ny-1)/2 dy phase`` and the field of view ``(nx dx, ny dy, thickness)``."""
+        ipp = np.asarray(position, dtype=np.float64).reshape(3)
+        iop = np.asarray(orientation, dtype=np.float64).reshape(6)
+        read, phase = iop[:3], iop[3:]
+        dy, dx = (float(s) for s in spacing)
+        if not (dx > 0 and dy > 0):
+            raise ValueError(f"PixelSpacing {list(spacing)} must be positive")
+        centre = ipp + 0.5 * (columns - 1) * dx * read + 0.5 * (rows - 1) * dy * phase
+        return cls(position=centre, read_dir=read, phase_dir=phase, slice_dir=np.cross(read, phase),
+                   fov=(columns * dx, rows * dy, thickness_mm), matrix=(columns, rows))
+
+    def to_dicom(self) -> tuple[list[float], list[float], list[float]]:
+        """(ImagePositionPatient, ImageOrientationPatient, PixelSpacing) of this grid (inverse of `from_dicom`)."""
+        dx, dy = self.pixel_spacing
+        ipp = self.position - 0.5 * (self.nx - 1) * dx * self.read_dir - 0.5 * (self.ny - 1) * dy * self.phase_dir
+        return ipp.tolist(), [*self.read_dir.tolist(), *self.phase_dir.tolist()], [dy, dx]
+
     def to_header(self, head) -> None:
         """Write the geometry into an `ismrmrd.ImageHeader` field by field (matrix_size x, y only)."""
         for i in range(3):

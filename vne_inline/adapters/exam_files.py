@@ -1,6 +1,7 @@
-"""Read one exam (a directory of ISMRMRD files, one per scan) into cine, T1 and LGE slices.
+"""Read one exam (a directory of ISMRMRD files, one per scan, or a DICOM folder) into cine, T1 and LGE
+slices.
 
-Every file is classified with the same role rules as the inline core; `truth.h5` (synthetic ground
+Every scan is classified with the same role rules as the inline core; `truth.h5` (synthetic ground
 truth) is not an image file and is skipped here.
 """
 
@@ -10,15 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vne_inline.adapters.scans import Scan, exam_files, is_exam_dir, read_scans, scans_of
 from vne_inline.core.roles import Role, RoleRules, classify
 from vne_inline.core.slices import CineSlice, LgeSlice, T1Slice, cine_slices, lge_slices, t1_slices
+from vne_inline.io.dicom_json import conformed
 from vne_inline.io.header import parse_header
-from vne_inline.io.mrd_file import read_file
 from vne_inline.io.records import ImageRecord
 
-__all__ = ["Exam", "read_exam", "exam_files", "classified_records"]
-
-NON_IMAGE_FILES = {"truth.h5"}
+__all__ = ["Exam", "read_exam", "exam_files", "is_exam_dir", "classified_records"]
 
 
 @dataclass
@@ -31,26 +31,21 @@ class Exam:
     lge: list[LgeSlice] = field(default_factory=list)
 
 
-def exam_files(directory: Path) -> list[Path]:
-    """The ISMRMRD image files of an exam directory, sorted by name."""
-    return sorted(p for p in Path(directory).glob("*.h5") if p.name not in NON_IMAGE_FILES)
-
-
-def classified_records(path: Path, rules: RoleRules = RoleRules()) -> list[tuple[Role, ImageRecord]]:
-    """Every image of one file with its role (the header's announced phases inform the cine rule)."""
-    f = read_file(path)
+def classified_records(scan: Scan, rules: RoleRules = RoleRules()) -> list[tuple[Role, ImageRecord]]:
+    """Every image of one scan with its role (the header's announced phases inform the cine rule)."""
     try:
-        phases = parse_header(f.header_xml).n_phases
+        phases = parse_header(scan.header_xml).n_phases
     except ValueError:
         phases = 1
-    return [(classify(r, rules, phases), r) for r in f.records()]
+    records = [conformed(r) for r in scan.records]
+    return [(classify(r, rules, phases), r) for r in records]
 
 
 def read_exam(directory: Path, rules: RoleRules = RoleRules(), files: Sequence[Path] | None = None) -> Exam:
-    """Read and group all image files of `directory` (or the given files)."""
+    """Read and group all scans of `directory` (ISMRMRD files or a DICOM folder), or of the given files."""
     by_role: dict[Role, list[ImageRecord]] = {role: [] for role in Role}
-    for path in files if files is not None else exam_files(directory):
-        for role, record in classified_records(path, rules):
+    for scan in scans_of(files, rules) if files is not None else read_scans(directory, rules):
+        for role, record in classified_records(scan, rules):
             by_role[role].append(record)
     return Exam(
         name=Path(directory).name,

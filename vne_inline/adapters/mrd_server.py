@@ -166,7 +166,8 @@ def _load_backend(config: CoreConfig):
     runtime's warm-up, and a model that cannot run stops the start); BackendError otherwise."""
     from vne_inline.infer import BackendError, load_backend, predict
 
-    backend = load_backend(config.backend, None if config.model is None else str(config.model), config.threads)
+    backend = load_backend(config.backend, None if config.model is None else str(config.model), config.threads,
+                           config.precision)
     started = time.perf_counter()
     c, size = backend.config, max(64, backend.config.size_multiple)
     blank = ModelInputs(*(np.zeros((n, size, size), np.float32) for n in (c.n_cine_frames, c.n_ir_images, 1)))

@@ -8,8 +8,11 @@ from vne_inline.cli import (  # noqa: F401  (each module registers its commands 
     gadgetron_cmds,
     infer_cmds,
     inline_cmds,
+    node_cmds,
+    precision_cmds,
     prepare_cmds,
     server_cmds,
+    t1map_cmds,
     train_cmds,
 )
 from vne_inline.cli.app import app

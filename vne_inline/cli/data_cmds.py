@@ -34,8 +34,11 @@ def synth(
     t1_scheme: Annotated[str, typer.Option("--t1-scheme", help="T1 mapping: shmolli, molli-533, molli-3335, or mixed (drawn per patient).")] = "shmolli",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
     start: Annotated[int, typer.Option("--start", min=0, help="Index of the first patient.")] = 0,
+    format: Annotated[str, typer.Option("--format", help="ismrmrd (cine.h5, t1map.h5, lge.h5), dicom "
+                                        "(OUT/patient_NNN/dicom/, Siemens-like, every fourth patient GE-like) "
+                                        "or both.")] = "ismrmrd",
 ) -> None:
-    """Generate synthetic HCM exams with ground truth (cine.h5, t1map.h5, lge.h5, truth.h5 per patient).
+    """Generate synthetic HCM exams with ground truth (cine.h5, t1map.h5, lge.h5 and/or dicom/, truth.h5 per patient).
 
     Physics-based: one analytic 3-D heart per patient sampled on each scan's own slice planes, with
     partial volume, coil shading, noise, patient movement and a minority of artefacts. Synthetic
@@ -57,6 +60,9 @@ def synth(
     field_t = _field(field)
     if t1_scheme not in (*T1_SCHEMES, MIXED):
         raise typer.BadParameter(f"must be one of {', '.join(T1_SCHEMES)} or {MIXED}", param_hint="--t1-scheme")
+    formats = {"ismrmrd": ("ismrmrd",), "dicom": ("dicom",), "both": ("ismrmrd", "dicom")}.get(format)
+    if formats is None:
+        raise typer.BadParameter("choose ismrmrd, dicom or both", param_hint="--format")
     console = Console()
     begin = time.perf_counter()
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
@@ -64,7 +70,7 @@ def synth(
     try:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("", total=patients)
-            for s in generate_exams(out, patients, seed, field_t, workers, start, t1_scheme):
+            for s in generate_exams(out, patients, seed, field_t, workers, start, t1_scheme, formats):
                 burdens.append(s.lesion_burden)
                 flags = [k for k, v in s.artefacts.items() if v]
                 progress.update(task, advance=1, description=f"{s.directory.name}: {s.phenotype}, burden {100 * s.lesion_burden:.1f} %"

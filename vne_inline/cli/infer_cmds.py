@@ -31,8 +31,9 @@ def export(
 
 @app.command()
 def bench(
-    backends: Annotated[str, typer.Option(help="Comma-separated backends (tensorrt, openvino, onnxruntime, pytorch, "
-                                          "pytorch-cuda-fp16); default: all.")] = "",
+    backends: Annotated[str, typer.Option(help="Comma-separated rows: a backend (tensorrt, openvino, onnxruntime, "
+                                          "pytorch, pytorch-cuda) for all its precisions, or backend:precision "
+                                          "(openvino:bf16, onnxruntime:int8); default: all.")] = "",
     model: Annotated[Path | None, typer.Option(help="Model (.onnx; its .safetensors sibling for pytorch). "
                                                "Default: the shipped model.")] = None,
     size: Annotated[int, typer.Option(min=16, help="Slice size (pixels, square).")] = 256,
@@ -41,13 +42,15 @@ def bench(
     markdown: Annotated[Path | None, typer.Option(help="Also write the table and machine facts to this "
                                                   "Markdown file.")] = None,
 ) -> None:
-    """Median ms per slice (batch 1 and 8), GFLOP/s, share of the matmul peak, cold start and peak memory."""
-    from vne_inline.infer.bench import notes, run_bench, to_markdown, to_table
+    """Per backend and precision (fp32, bf16, int8): median ms per slice (batch 1 and 8), GFLOP/s and its
+    share of the same library's matrix peak at that precision (measured in the same run), cold start
+    and peak memory; names the CPU's matrix features."""
+    from vne_inline.infer.bench import notes, parse_rows, run_bench, to_markdown, to_peak_table, to_table
 
-    names = [name.strip() for name in backends.split(",") if name.strip()] or None
-    report = run_bench(names, model, size, runs, threads)
+    report = run_bench(parse_rows(backends), model, size, runs, threads)
     console = Console()
     console.print(to_table(report))
+    console.print(to_peak_table(report))
     for line in notes(report):
         console.print(line, highlight=False, soft_wrap=True)
     if markdown:

@@ -34,7 +34,7 @@ def _results_table(results) -> Table:
     for result in results:
         for r in result.reports:
             match = "" if r.cine_cosine is None else f"{r.cine_distance_mm:.1f} mm, cos {r.cine_cosine:.3f}"
-            table.add_row(result.source.name, str(r.slice), "[green]made" if r.made else "[yellow]skipped",
+            table.add_row(result.name, str(r.slice), "[green]made" if r.made else "[yellow]skipped",
                           r.reason, match, "" if r.time_ms is None else f"{r.time_ms:.0f}")
     return table
 
@@ -80,10 +80,13 @@ VerboseOption = Annotated[bool, typer.Option(help="Show the core's log lines.")]
 
 @app.command()
 def replay(
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False,
-                                                help="ISMRMRD image files, one per connection, replayed in this order.")],
+    files: Annotated[list[Path], typer.Argument(exists=True, help="ISMRMRD image files (one connection each), exam "
+                                                "directories or DICOM folders (one connection per series), "
+                                                "replayed in this order.")],
     out: Annotated[Path, typer.Option(help="Output ISMRMRD file (not one of the inputs): every output image, "
                                       "groups image_<series>.")],
+    dicom_out: Annotated[Path | None, typer.Option(help="Also write each VNE as a DICOM MR image into this "
+                                                   "folder (one new series per T1 series).")] = None,
     model: ModelOption = None,
     backend: BackendOption = "auto",
     threads: ThreadsOption = None,
@@ -94,9 +97,9 @@ def replay(
     role_patterns: RolePatternsOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Replay ISMRMRD files through the inline core, as the scanner would stream them, and show per T1
-    slice whether a VNE was made and why not. Exit status: 0 VNE made (or no T1-map slice given),
-    2 unusable input, 3 T1-map slices given but no VNE made."""
+    """Replay ISMRMRD files or DICOM folders through the inline core, as the scanner would stream them,
+    and show per T1 slice whether a VNE was made and why not. Exit status: 0 VNE made (or no T1-map slice
+    given), 1 a VNE not written as DICOM (--dicom-out), 2 unusable input, 3 T1-map slices given but no VNE made."""
     _quiet_core_logs(verbose)
     if out.resolve() in {f.resolve() for f in files}:
         raise fail(f"--out {out} is one of the input files; choose another output name", 2)
@@ -109,10 +112,40 @@ def replay(
     console.print(_results_table(results))
     made = sum(r.made for result in results for r in result.reports)
     console.print(f"{sum(len(r.outputs) for r in results)} images ({made} VNE) written to {out}")
+    failures: list[str] = []
+    if dicom_out is not None:
+        written, failures = write_dicom_vne(results, dicom_out)
+        for line in failures:
+            console.print(f"[yellow]not written as DICOM: {line}", highlight=False)
+        console.print(f"{written} VNE DICOM files written to {dicom_out}")
+    dicom_failed = dicom_out is not None and bool(failures)
     if (line := no_vne_line(results)) is not None:
         raise fail(line, 3)
     if not any(result.reports for result in results):
         console.print("no T1-map slice in the input, so no VNE (a cine kept in --store still serves a later T1 scan)")
+    if dicom_failed:
+        raise fail("VNE made but not all written as DICOM (reasons above)", 1)
+
+
+def write_dicom_vne(results, directory: Path) -> tuple[int, list[str]]:
+    """Write every VNE of the replay `results` as DICOM into `directory`: (files written, one line per failure)."""
+    from vne_inline.adapters.dicom_output import DicomOutput
+
+    output = DicomOutput()
+    for result in results:
+        if result.scan is not None:
+            output.add(result.scan.records, result.header_xml, result.scan.series)
+    written, failures = 0, []
+    for result in results:
+        for record in result.outputs:
+            if record.meta_str("GADGETRON_DataRole") != "VNE":
+                continue
+            try:
+                output.write(record, directory)
+                written += 1
+            except (ValueError, OSError) as exc:
+                failures.append(str(exc))
+    return written, failures
 
 
 # ---------------------------------------------------------------------------- demo

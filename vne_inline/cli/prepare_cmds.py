@@ -53,12 +53,12 @@ def prepare(
     rules = role_rules(series_roles, role_patterns)
     if register:
         require_extra("train", "prepare (LGE registration; --no-register runs without it)", "SimpleITK")
-    from vne_inline.adapters.exam_files import exam_files
+    from vne_inline.adapters.exam_files import is_exam_dir
     from vne_inline.core.match import MatchCriteria
     from vne_inline.train.prepare import Registration, grader
     from vne_inline.train.prepare import prepare as run_prepare
 
-    dirs = sorted(d for d in exams_dir.iterdir() if d.is_dir() and exam_files(d)) or [exams_dir]
+    dirs = sorted(d for d in exams_dir.iterdir() if is_exam_dir(d)) or [exams_dir]
     console = Console()
     with Progress(console=console) as progress:
         task = progress.add_task("matching slices", total=len(dirs))

@@ -27,7 +27,7 @@ from vne_inline.core.normalise import VNE_SCALE, to_vne
 from vne_inline.io.records import ImageRecord, MetaValue
 from vne_inline.modelspec import ModelConfig
 
-__all__ = ["vne_record", "model_comment", "WINDOW_CENTER", "WINDOW_WIDTH", "COPIED_FIELDS"]
+__all__ = ["vne_record", "derived_header", "model_comment", "WINDOW_CENTER", "WINDOW_WIDTH", "COPIED_FIELDS"]
 
 #: Display window of the VNE image: 0 (nulled myocardium) to VNE_SCALE (blood pool).
 WINDOW_CENTER = 0.5 * VNE_SCALE
@@ -57,7 +57,8 @@ def _copy_field(dst: ismrmrd.ImageHeader, src: ismrmrd.ImageHeader, name: str) -
         setattr(dst, name, value)
 
 
-def _vne_header(t1_head: ismrmrd.ImageHeader, shape: tuple[int, int], series_index: int) -> ismrmrd.ImageHeader:
+def derived_header(t1_head: ismrmrd.ImageHeader, shape: tuple[int, int], series_index: int) -> ismrmrd.ImageHeader:
+    """A new float magnitude image header on `t1_head`'s slice (fields copied one by one), own series."""
     head = ismrmrd.ImageHeader()
     for name in COPIED_FIELDS:
         _copy_field(head, t1_head, name)
@@ -105,6 +106,6 @@ def vne_record(t1_map: ImageRecord, output: np.ndarray, series_index: int, model
     if output.shape != shape:
         raise ValueError(f"network output shape {output.shape} does not match the T1 map's grid {shape}")
     data = to_vne(output)[None, None]
-    head = _vne_header(t1_map.head, shape, series_index)
+    head = derived_header(t1_map.head, shape, series_index)
     comment = " ".join([model_comment(model), *(f"[{n}]" for n in comment_notes)])
     return ImageRecord(data=data, head=head, meta={**_vne_meta(t1_map, comment), **(notes or {})})

@@ -10,7 +10,8 @@ Every adapter (Gadgetron gadget, MRD server, offline replay) is a thin loop::
 
 Per image: classify (:mod:`core.roles`); cine frames are buffered per slice until all announced
 phases are in (else until close) and then written to the per-study store; a T1 slice is complete
-when its map and its IR images are in (the header's announced ``set`` count, else at close), is
+when its map and its IR images are in (the header's announced ``set`` count, else at close; without a
+map from the scanner the core fits one from the IR images, ``t1_maps``), is
 written to the store as a new arrival and gets its VNE on its own connection: closest cine slice in
 the store (:func:`find_match`), resampled onto the T1 grid, normalised, inferred, emitted. A
 repeated or re-sent T1 scan is a new arrival and gets a new VNE. A T1 slice whose cine is not there
@@ -56,6 +57,8 @@ from vne_inline.core.store import (
     StudyStore,
     default_store_dir,
 )
+from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, fit_slice
+from vne_inline.io.dicom_json import conformed
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
 
@@ -91,6 +94,30 @@ def _backend_name(text: str) -> str:
     return text
 
 
+def _choice(*names: str):
+    def parse(text: str) -> str:
+        if text.lower() not in names:
+            raise ValueError(f"choose from {', '.join(names)}")
+        return text.lower()
+
+    return parse
+
+
+def _scheme_name(text: str) -> str:
+    from vne_inline.physics.t1_mapping import resolve_scheme
+
+    resolve_scheme(text)  # ValueError naming the known schemes
+    return text.lower()
+
+
+def _precision(text: str) -> str:
+    from vne_inline.infer.precision import PRECISIONS  # names only: no runtime is imported
+
+    if text not in ("auto", *PRECISIONS):
+        raise ValueError(f"choose from auto, {', '.join(PRECISIONS)}")
+    return text
+
+
 def _flag(text: str) -> bool:
     value = text.lower()
     if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
@@ -114,13 +141,19 @@ def _int_in(low: int, high: int):
     return parse
 
 
+#: Where T1 maps come from: "scanner" (use the scanner's; fit one from the IR images at the end of the
+#: connection if none came), "fit" (the scanner sends none: fit as soon as a slice's IR images are in),
+#: "off" (never fit).
+T1_MAP_MODES = ("scanner", "fit", "off")
+
 #: Property name -> parser of its text value (ValueError on a bad value).
 PROPERTIES = {
     "store_dir": Path, "expiry_h": _positive_float, "vne_series_index": _int_in(0, 65535),
-    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024),
+    "backend": _backend_name, "model": Path, "threads": _int_in(1, 1024), "precision": _precision,
     "series_roles": str, "role_patterns": str, "min_cine_phases": _int_in(1, 10000),
     "min_cosine": _cosine, "max_distance_mm": _positive_float,
     "vne_without_cine": _flag, "qc_withhold": _withhold,
+    "t1_maps": _choice(*T1_MAP_MODES), "t1_scheme": _scheme_name, "t1_series_index": _int_in(0, 65535),
     "max_grid": _int_in(16, 8192), "max_session_mb": _positive_float, "max_session_slices": _int_in(1, 100000),
     "max_study_slices": _int_in(1, 100000), "max_store_mb": _positive_float,
 }
@@ -130,6 +163,7 @@ PROPERTIES = {
 class CoreConfig:
     """Inline core settings. `store_dir` defaults to ``$VNE_INLINE_STORE`` or ``~/.cache/vne-inline/store``;
     `backend` is an :func:`vne_inline.infer.load_backend` name; `model` None means the shipped default;
+    `precision` "auto" (the fastest the model's validation accepted), "fp32", "bf16" or "int8";
     `vne_without_cine`: make a VNE from IR images and map when no cine matches; `qc_withhold`: withhold
     a VNE whose domain check is "fail" (default), "warn" or worse, or "never" (tagged only)."""
 
@@ -141,8 +175,12 @@ class CoreConfig:
     backend: str = "auto"
     model: Path | None = None
     threads: int | None = None
+    precision: str = "auto"
     vne_without_cine: bool = False
     qc_withhold: str = "fail"
+    t1_maps: str = "scanner"
+    t1_scheme: str = "auto"
+    t1_series_index: int = DEFAULT_T1_SERIES
     #: Largest T1 / cine grid used for VNE (pixels per side); larger images pass through without VNE.
     max_grid: int = 512
     #: Pixels one session may hold in memory while slices complete (MB), and slices it may store.
@@ -162,10 +200,11 @@ class CoreConfig:
     def from_properties(cls, props: Mapping[str, str]) -> CoreConfig:
         """From string properties (Gadgetron ``<property>`` elements, MRD JSON parameters).
 
-        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``,
+        Keys: ``store_dir``, ``expiry_h``, ``vne_series_index``, ``backend``, ``model``, ``threads``, ``precision``,
         ``series_roles`` (``"5=cine,7=ir"``), ``role_patterns`` (``"regex=role;..."``),
         ``min_cine_phases``, ``min_cosine``, ``max_distance_mm``, ``vne_without_cine`` (true/false),
-        ``qc_withhold`` (warn, fail, never), and the bounds ``max_grid``, ``max_session_mb``,
+        ``qc_withhold`` (warn, fail, never), ``t1_maps`` (:data:`T1_MAP_MODES`), ``t1_scheme`` (``auto``
+        or a scheme name), ``t1_series_index``, and the bounds ``max_grid``, ``max_session_mb``,
         ``max_session_slices``, ``max_study_slices``, ``max_store_mb``. Empty values keep the default.
         Raises ValueError naming the key for an unknown key or a bad value.
         """
@@ -203,6 +242,7 @@ class SliceReport:
     cine_distance_mm: float | None = None
     cine_cosine: float | None = None
     time_ms: float | None = None
+    t1_fit_ms: float | None = None
     kind: str = "T1"
 
     def line(self) -> str:
@@ -254,7 +294,8 @@ class InlineCore:
 
                 c = self.config
                 try:
-                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads)
+                    self._backend = load_backend(c.backend, None if c.model is None else str(c.model), c.threads,
+                                                 c.precision)
                     log.info("VNE backend %s loaded", self._backend.name)
                 except BackendError as exc:
                     self._backend_error = str(exc)
@@ -304,11 +345,13 @@ class Session:
         self._cine: dict[tuple[int, int], dict[int, ImageRecord]] = {}
         self._maps: list[ImageRecord] = []
         self._ir: list[ImageRecord] = []
+        self._map_seen = False
         self._buffered = 0  # bytes of pixels held in the buffers above
         self._stored = 0  # slices this session wrote to the store
         self._warned: set[str] = set()
         self._vne_off: str | None = None
         self.reports: list[SliceReport] = []
+        self._finished_maps: list[ImageRecord] = []  # maps already paired with IR images this session
 
     # ------------------------------------------------------------------ public
     def feed(self, record: ImageRecord) -> list[ImageRecord]:
@@ -343,6 +386,7 @@ class Session:
 
     # ------------------------------------------------------------------ routing
     def _route(self, record: ImageRecord) -> list[ImageRecord]:
+        record = conformed(record)  # DICOM geometry and TI of images converted from DICOM (DicomJson)
         role = classify(record, self._config.rules, self.n_phases)
         if role not in (Role.CINE, Role.IR, Role.T1MAP):
             return []
@@ -370,6 +414,7 @@ class Session:
             self._ir.append(record)
             return self._complete_t1(final=False)
         else:
+            self._map_seen = True
             self._maps.append(record)
             return self._complete_t1(final=False)
         return []
@@ -437,7 +482,9 @@ class Session:
         return out
 
     def _complete_t1(self, final: bool) -> list[ImageRecord]:
-        """Finish every T1 map whose IR images are all in (all maps when `final`); each one on its own."""
+        """Finish every T1 map whose IR images are all in (all maps when `final`), each on its own; then fit
+        the maps of complete IR slices: with ``t1_maps=fit`` as they complete, with ``scanner`` at `final`
+        when the connection brought no map at all."""
         expected = max(self.n_sets, MIN_IR_IMAGES)
         out = []
         for m in list(self._maps):
@@ -451,18 +498,50 @@ class Session:
                 except Exception as exc:  # one bad slice costs only itself
                     self._report(SliceReport(m.slice, False, f"internal error: {type(exc).__name__}: {exc}"))
                     log.debug("details", exc_info=True)
+        mode = self._config.t1_maps
+        fit_now = mode == "fit" or (mode != "off" and final and not self._map_seen)
+        while self._ir and (fit_now or (mode == "off" and final and not self._map_seen)):
+            mine = [r for r in self._ir if same_plane(self._ir[0].geometry, r.geometry)]
+            if not final and not (self.n_sets > 1 and len(mine) >= expected):
+                break  # IR images arrive slice by slice: the oldest slice is not complete yet
+            self._ir = [r for r in self._ir if not any(r is x for x in mine)]
+            self._release(mine)
+            if mode == "off":
+                self._report(SliceReport(mine[0].slice, False, "no T1 map from the scanner and fitting is off (t1_maps=off)"))
+            else:
+                out += self._fit_and_finish(mine)
         if final and self._ir:
             self._warn_once("orphan ir", "%d IR-weighted images without a T1 map on their plane: not used",
                             len(self._ir))
         return out
 
-    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord]) -> list[ImageRecord]:
-        """Store a T1 slice as a new arrival and make its VNE here (this connection holds its claim)."""
+    def _fit_and_finish(self, ir: list[ImageRecord]) -> list[ImageRecord]:
+        """Fit a slice's T1 map from its IR images (in the order sent), emit it, make its VNE."""
         started = time.perf_counter()
+        c = self._config
+        try:
+            fitted = fit_slice(ir, c.t1_series_index, None if c.t1_scheme == "auto" else c.t1_scheme)
+        except ValueError as exc:
+            self._report(SliceReport(ir[0].slice, False, f"no T1 map and none could be fitted: {exc}"))
+            return []
+        log.info("T1 slice %d: no map from the scanner, fitted one in %.0f ms (%s)", ir[0].slice,
+                 fitted.time_ms, fitted.fit.method)
+        return [fitted.record, *self._finish_t1(fitted.record, ir, started, fitted.time_ms)]
+
+    def _finish_t1(self, t1_map: ImageRecord, ir: list[ImageRecord], started: float | None = None,
+                   t1_fit_ms: float | None = None) -> list[ImageRecord]:
+        """Store a T1 slice as a new arrival and make its VNE here (this connection holds its claim)."""
+        started = time.perf_counter() if started is None else started
+        twin = next((m for m in self._finished_maps if same_plane(m.geometry, t1_map.geometry)), None)
+        if twin is not None and not ir:  # vendors' map series may add a display map on the same plane
+            self._report(SliceReport(t1_map.slice, False, f"second T1 map on the plane of T1 slice {twin.slice} "
+                                     "(a display map): not used"))
+            return []
+        self._finished_maps.append(t1_map)
         try:
             (t1,) = t1_slices([t1_map], ir)
         except ValueError as exc:
-            self._report(SliceReport(t1_map.slice, False, f"incomplete T1 slice: {exc}"))
+            self._report(SliceReport(t1_map.slice, False, f"incomplete T1 slice: {exc}", t1_fit_ms=t1_fit_ms))
             return []
         if self._vne_off is not None:
             self._report(SliceReport(t1.slice, False, self._vne_off))
@@ -478,16 +557,16 @@ class Session:
             self._report(SliceReport(t1.slice, False, "claimed by another session"))
             return []
         with claim:
-            return self._make(claim, t1, started)
+            return self._make(claim, t1, started, t1_fit_ms)
 
     # ------------------------------------------------------------------ making one VNE
-    def _make(self, claim: Claim, t1: T1Slice, started: float) -> list[ImageRecord]:
+    def _make(self, claim: Claim, t1: T1Slice, started: float, t1_fit_ms: float | None = None) -> list[ImageRecord]:
         """Make the VNE of the claimed T1 slice; [] with a report line if it cannot be made. A cine file that
         cannot be read is quarantined and the next best cine slice is tried."""
         while True:
             match = find_match(t1.geometry, self._study.cine_geometries(), self._config.criteria)
             if isinstance(match, NoMatch) and not self._config.vne_without_cine:
-                self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}"))
+                self._report(SliceReport(t1.slice, False, f"no cine match yet: {match.reason}", t1_fit_ms=t1_fit_ms))
                 return []
             plane = None if isinstance(match, NoMatch) else match.plane
             try:
@@ -501,7 +580,7 @@ class Session:
                 if not isinstance(exc, _Skip):
                     log.debug("unexpected VNE failure", exc_info=True)
                 reason = str(exc) if isinstance(exc, _Skip) else f"internal error: {type(exc).__name__}: {exc}"
-                self._report(SliceReport(t1.slice, False, reason, *_plane_figures(plane)))
+                self._report(SliceReport(t1.slice, False, reason, *_plane_figures(plane), t1_fit_ms=t1_fit_ms))
                 return []
             self._study.mark_made(claim)
             elapsed = 1000.0 * (time.perf_counter() - started)
@@ -509,7 +588,9 @@ class Session:
                       else f"without cine ({match.reason})")
             qc = (f"; QC {vne.meta_str('VNE_QC')}: {vne.meta_str('VNE_QC_Reason')}"
                   if vne.meta_str("VNE_QC") != "pass" else "")
-            self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed))
+            if t1_fit_ms is not None:
+                source += f"; T1 map fitted from the IR images in {t1_fit_ms:.0f} ms"
+            self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed, t1_fit_ms))
             return [vne]
 
     def _infer(self, t1: T1Slice, cine: CineSlice | None) -> ImageRecord:

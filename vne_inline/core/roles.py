@@ -4,10 +4,12 @@ Real sites tag images differently, so the role is decided by a configurable chai
 match wins (design §3):
 
 1. explicit series-index map (``series_roles``),
-2. ``GADGETRON_DataRole`` / ``DataRole`` meta (``data_roles``),
+2. ``GADGETRON_DataRole`` / ``DataRole`` meta (``data_roles``), then DICOM ImageType values
+   (``ImageType`` meta: ``T1 MAP``),
 3. sequence-description patterns (``description_patterns``, regular expressions, case-insensitive),
 4. image type: phase or complex images are never used (``other``),
-5. an inversion time in the meta (``GADGETRON_TI`` / ``TI``) -> IR-weighted image,
+5. an inversion time in the meta (``GADGETRON_TI`` / ``TI`` / ``InversionTime``, or "TI 100" /
+   "TIeff 100 ms" in ``ImageComments``) -> IR-weighted image,
 6. many cardiac phases without TI -> cine (image ``phase`` > 0, or the session header's encoding
    limits announce more than ``min_cine_phases`` phases).
 
@@ -25,6 +27,7 @@ from enum import Enum
 
 import ismrmrd
 
+from vne_inline.io.dicom_json import ti_from_comment
 from vne_inline.io.records import ImageRecord, meta_float, meta_str
 
 __all__ = ["Role", "RoleRules", "classify", "inversion_time_ms", "DESCRIPTION_KEYS", "MATCH_CHARS"]
@@ -51,6 +54,8 @@ DEFAULT_DATA_ROLES: dict[str, Role] = {
     "PSIR": Role.LGE,
     "LGE": Role.LGE,
     "VNE": Role.VNE,
+    "T1FITR2": Role.OTHER,  # goodness of fit and invalid pixels of fitted T1 maps (core.t1_fit)
+    "T1FITINVALID": Role.OTHER,
 }
 
 DEFAULT_PATTERNS: tuple[tuple[str, Role], ...] = (
@@ -59,7 +64,15 @@ DEFAULT_PATTERNS: tuple[tuple[str, Role], ...] = (
     (r"psir|\blge\b|_lge|\bde_|delayed", Role.LGE),
     (r"molli", Role.IR),
     (r"cine|trufi|bssfp|ssfp|fiesta|b-?ffe", Role.CINE),
+    # Vendor product names (the vendors' sequence names as their protocol documentation gives them):
+    # GE "MDE" (myocardial delayed enhancement) LGE; Philips "(s)BTFE" balanced turbo field echo cine.
+    (r"\bmde\b", Role.LGE),
+    (r"b-?tfe", Role.CINE),
 )
+
+#: DICOM ImageType values (value 3 of MR ImageType, CT/MR defined terms; Siemens puts "T1 MAP" there and
+#: "MOCO" on motion-corrected images) that decide the role before the description patterns.
+IMAGE_TYPE_ROLES: dict[str, Role] = {"T1 MAP": Role.T1MAP, "T1MAP": Role.T1MAP, "VNE": Role.VNE}
 
 
 @dataclass(frozen=True)
@@ -108,11 +121,21 @@ class RoleRules:
 
 
 def inversion_time_ms(record: ImageRecord) -> float | None:
-    """The image's inversion time (ms) from its meta, if any."""
+    """The image's inversion time (ms) from its meta (TI tags, else the vendors' "TIeff 100 ms" /
+    "TI 100" in ``ImageComments``), if any."""
     for key in _TI_KEYS:
         ti = meta_float(record.meta, key)
         if ti is not None:
             return ti
+    return ti_from_comment(meta_str(record.meta, "ImageComments"))
+
+
+def _image_type_role(record: ImageRecord) -> Role | None:
+    """The role named by a DICOM ImageType value (``ImageType`` meta, a list or backslash-joined)."""
+    for part in (meta_str(record.meta, "ImageType") or "").split("\\"):
+        role = IMAGE_TYPE_ROLES.get(part.strip().upper())
+        if role is not None:
+            return role
     return None
 
 
@@ -126,6 +149,9 @@ def classify(record: ImageRecord, rules: RoleRules = RoleRules(), header_phases:
             role = rules.data_roles.get(part.strip().upper())
             if role is not None:
                 return role
+    image_type_role = _image_type_role(record)
+    if image_type_role is not None:
+        return image_type_role
     for key in DESCRIPTION_KEYS:
         description = (meta_str(record.meta, key) or "")[:MATCH_CHARS]
         if description:

@@ -108,9 +108,11 @@ def t1_slices(maps: Sequence[ImageRecord], ir_images: Sequence[ImageRecord]) -> 
     for m in sorted(maps, key=lambda r: r.slice):
         geom = m.geometry
         mine = [r for r in ir_images if same_plane(geom, r.geometry)]
-        timed = sorted(((inversion_time_ms(r), r) for r in mine), key=lambda t: t[0])
+        timed = sorted(((ti, r) for r in mine if (ti := inversion_time_ms(r)) is not None), key=lambda t: t[0])
         if len(timed) < 3:
-            raise ValueError(f"T1 slice {m.slice}: {len(timed)} IR-weighted images with TI found, need >= 3")
+            untimed = len(mine) - len(timed)
+            note = f" ({untimed} more without an inversion time)" if untimed else ""
+            raise ValueError(f"T1 slice {m.slice}: {len(timed)} IR-weighted images with TI found{note}, need >= 3")
         out.append(
             T1Slice(
                 slice=m.slice,

@@ -1,10 +1,13 @@
-"""Inference speed per backend (`vne-inline bench`).
+"""Inference speed per backend and precision (`vne-inline bench`).
 
-Per backend: model GFLOP per slice, median ms per slice at batch 1 and 8, achieved GFLOP/s at batch 1
-and its share of a matrix-multiply peak measured in the same run (numpy float32 2048 x 2048 matmul,
-same thread count, best of several, in a fresh process), cold start (import + load + first slice in a
-fresh process) and that process's peak resident memory. With a CUDA GPU and torch, the row
-``pytorch-cuda-fp16`` (float16 weights, CUDA graphs) stands in for TensorRT where no engine exists.
+Per row (a backend at a precision: OpenVINO fp32 / bf16 / int8, ONNX Runtime fp32 / int8, PyTorch fp32,
+TensorRT): model GFLOP per slice, median ms per slice at batch 1 and 3 (a T1 scan), achieved GFLOP/s at batch 1 and
+its share of the matrix-multiply peak of the same library at the same precision, measured in the same
+run with the same thread count (:mod:`vne_inline.infer.peaks`), cold start (import + load + first slice
+in a fresh process) and that process's peak resident memory. The CPU's matrix features are named
+(:mod:`vne_inline.infer.cpu_features`). With a CUDA GPU and torch, the rows ``pytorch-cuda``
+(float16 and bfloat16 weights, CUDA graphs) stand in for TensorRT where no engine exists; without one
+they say "not measured".
 """
 
 from __future__ import annotations
@@ -22,18 +25,25 @@ from pathlib import Path
 import numpy as np
 
 from vne_inline.infer.base import BackendError, default_threads, model_file
+from vne_inline.infer.cpu_features import matrix_features
 from vne_inline.infer.onnx_meta import read_metadata, read_onnx_config
-from vne_inline.infer.select import BACKENDS, load_backend
+from vne_inline.infer.peaks import LIBRARIES, PRECISIONS, Peak, measure_peaks
+from vne_inline.infer.select import load_backend
 from vne_inline.modelspec import ModelConfig, read_config
 
-__all__ = ["BATCHES", "CUDA_STANDIN", "BackendResult", "BenchReport", "notes", "run_bench", "to_markdown", "to_table"]
+__all__ = ["BATCHES", "CUDA_STANDIN", "ROWS", "BackendResult", "BenchReport", "notes", "parse_rows", "run_bench",
+           "to_markdown", "to_peak_table", "to_table"]
 
-#: Batch sizes timed for every backend.
-BATCHES = (1, 8)
-#: Name of the PyTorch CUDA float16 + CUDA graphs row (TensorRT stand-in).
-CUDA_STANDIN = "pytorch-cuda-fp16"
+#: Batch sizes timed for every backend: one slice, and the three slices of a T1-mapping scan.
+BATCHES = (1, 3)
+#: Name of the PyTorch CUDA rows (float16 and bfloat16 weights, CUDA graphs; TensorRT stand-in).
+CUDA_STANDIN = "pytorch-cuda"
+#: (backend, precision) rows benchmarked by default, in table order.
+ROWS: tuple[tuple[str, str], ...] = (
+    ("tensorrt", "engine"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+    ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("pytorch", "fp32"), (CUDA_STANDIN, "fp16"), (CUDA_STANDIN, "bf16"),
+)
 _GPU_ROWS = ("tensorrt", CUDA_STANDIN)
-_MATMUL_N = 2048
 
 
 @dataclass
@@ -41,6 +51,7 @@ class BackendResult:
     """One backend's numbers (ms per slice by batch size); `error` set when it could not be loaded."""
 
     name: str
+    precision: str = "fp32"
     detail: str = ""
     ms_per_slice: dict[int, float] = field(default_factory=dict)
     gflop_per_s: float = float("nan")
@@ -52,13 +63,14 @@ class BackendResult:
 
 @dataclass
 class BenchReport:
-    """A whole bench run: settings, the model's GFLOP per slice, the matmul peak (GFLOP/s), machine facts."""
+    """A whole bench run: settings, the model's GFLOP per slice, the matrix peaks by (library,
+    precision), machine facts, one result per row."""
 
     size: int
     threads: int
     runs: int
     gflop: float
-    matmul_peak_gflops: float
+    peaks: dict[tuple[str, str], Peak]
     machine: dict[str, str]
     results: list[BackendResult]
 
@@ -72,36 +84,6 @@ def gflop_per_slice(config: ModelConfig, model: str | Path | None, size: int) ->
         stored = read_metadata(model_file(model, ".onnx")).get("vne_gflop_256")
         return float(stored) * (size / 256) ** 2 if stored else float("nan")
     return count_gflop(config, size, size)
-
-
-def _matmul_env(threads: int) -> dict[str, str]:
-    """Thread limits for BLAS; OpenBLAS's AVX-512 kernels on CPUs that have them (OpenBLAS picks its
-    AVX2 kernels on CPUs it does not know, e.g. AMD Zen 5, halving the peak)."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    flags = _cpu_field("flags").split()
-    if "OPENBLAS_CORETYPE" not in env and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
-        env["OPENBLAS_CORETYPE"] = "SkylakeX"
-    return env
-
-
-def matmul_gflops(n: int = _MATMUL_N, repeats: int = 7) -> float:
-    """Best float32 n x n matmul speed (GFLOP/s) in this process."""
-    a, b = (np.random.default_rng(i).random((n, n), dtype=np.float32) for i in (0, 1))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
-
-
-def matmul_peak(threads: int) -> float:
-    """:func:`matmul_gflops` in a fresh process limited to `threads` BLAS threads."""
-    code = "from vne_inline.infer.bench import matmul_gflops; print(matmul_gflops())"
-    out = subprocess.run([sys.executable, "-c", code], env=_matmul_env(threads), capture_output=True,
-                         text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def _random_batch(config: ModelConfig, batch: int, size: int) -> dict[str, np.ndarray]:
@@ -129,8 +111,8 @@ import json, sys
 import numpy as np
 from vne_inline.core.normalise import ModelInputs
 from vne_inline.infer import load_backend, predict
-name, model, threads, size = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
-backend = load_backend(name, model, threads)
+name, model, threads, size, precision = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+backend = load_backend(name, model, threads, precision)
 c = backend.config
 rng = np.random.default_rng(0)
 item = ModelInputs(*(rng.random((n, size, size), dtype=np.float32) for n in (c.n_cine_frames, c.n_ir_images, 1)))
@@ -146,10 +128,10 @@ print(json.dumps({"seconds": seconds, "rss_mib": rss}))
 """
 
 
-def cold_start(name: str, model: str | Path | None, threads: int, size: int) -> tuple[float, float]:
+def cold_start(name: str, model: str | Path | None, threads: int, size: int, precision: str = "fp32") -> tuple[float, float]:
     """(seconds, peak RSS MiB) of import + load + one size x size slice in a fresh Python process
     (interpreter start-up excluded)."""
-    args = [sys.executable, "-c", _COLD_START, name, str(model or ""), str(threads), str(size)]
+    args = [sys.executable, "-c", _COLD_START, name, str(model or ""), str(threads), str(size), precision]
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         lines = out.stderr.strip().splitlines() or ["no output"]
@@ -158,16 +140,17 @@ def cold_start(name: str, model: str | Path | None, threads: int, size: int) -> 
     return result["seconds"], result["rss_mib"]
 
 
-def _cuda_standin(model: str | Path | None, size: int, runs: int) -> BackendResult:
-    """PyTorch float16 on the GPU with CUDA graphs; ms per slice from CUDA events."""
+def _cuda_standin(model: str | Path | None, size: int, runs: int, precision: str) -> BackendResult:
+    """PyTorch float16 or bfloat16 (`precision`) on the GPU with CUDA graphs; ms per slice from CUDA events."""
     import torch
 
     from vne_inline.model.generator import load_weights
 
-    net = load_weights(model_file(model, ".safetensors"), "cuda").half()
-    result = BackendResult(CUDA_STANDIN, f"torch {torch.__version__}, {torch.cuda.get_device_name()}, fp16, CUDA graphs")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    net = load_weights(model_file(model, ".safetensors"), "cuda").to(dtype)
+    result = BackendResult(CUDA_STANDIN, precision, f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {precision}, CUDA graphs")
     for batch in BATCHES:
-        static = [torch.from_numpy(a).to("cuda", torch.float16) for a in _random_batch(net.config, batch, size).values()]
+        static = [torch.from_numpy(a).to("cuda", dtype) for a in _random_batch(net.config, batch, size).values()]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode():
@@ -191,14 +174,16 @@ def _cuda_standin(model: str | Path | None, size: int, runs: int) -> BackendResu
     return result
 
 
-def _bench_one(name: str, model: str | Path | None, size: int, runs: int, threads: int) -> BackendResult:
+def _bench_one(name: str, precision: str, model: str | Path | None, size: int, runs: int, threads: int) -> BackendResult:
     if name == CUDA_STANDIN:
-        return _cuda_standin(model, size, runs)
-    backend = load_backend(name, model, threads)
-    result = BackendResult(name, backend.detail)
+        if not _cuda_available():
+            raise BackendError("not measured: no CUDA GPU visible to torch")
+        return _cuda_standin(model, size, runs, precision)
+    backend = load_backend(name, model, threads, "fp32" if precision == "engine" else precision)
+    result = BackendResult(name, precision, backend.detail)
     for batch in BATCHES:
         result.ms_per_slice[batch] = time_backend(backend, size, batch, runs)
-    result.cold_start_s, result.peak_rss_mib = cold_start(name, model, threads, size)
+    result.cold_start_s, result.peak_rss_mib = cold_start(name, model, threads, size, result.precision)
     return result
 
 
@@ -210,25 +195,28 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def parse_rows(text: str) -> list[tuple[str, str]]:
+    """Rows from "openvino,onnxruntime:int8,pytorch" (a backend alone: all its rows); [] -> :data:`ROWS`."""
+    rows: list[tuple[str, str]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, precision = item.partition(":")
+        known = [r for r in ROWS if r[0] == name and (not precision or r[1] == precision)]
+        rows += known or [(name, precision or "fp32")]
+    return rows or list(ROWS)
+
+
 # ---------------------------------------------------------------------------------------- machine facts
-def _cpu_field(key: str) -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(key):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def _load() -> str:
     return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
 
 
 def machine_facts(threads: int) -> dict[str, str]:
-    """CPU model, CPUs, threads used, load average, OS, Python and runtime versions."""
+    """CPU model and matrix features, CPUs, threads used, load average, OS, Python and runtime versions."""
+    features = matrix_features()
     facts = {
-        "CPU": _cpu_field("model name") or platform.processor() or platform.machine(),
+        "CPU": features.describe(),
         "CPUs available": str(default_threads()),
         "threads used": str(threads),
         "load average (1 min) at start": _load(),
@@ -244,33 +232,36 @@ def machine_facts(threads: int) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- the run
-def run_bench(backends: list[str] | None = None, model: str | Path | None = None, size: int = 256,
+def run_bench(rows: list[tuple[str, str]] | None = None, model: str | Path | None = None, size: int = 256,
               runs: int = 20, threads: int | None = None) -> BenchReport:
-    """Benchmark `backends` (default: every backend, plus the CUDA stand-in when torch sees a GPU).
+    """Benchmark `rows` of (backend, precision) (default :data:`ROWS`) and the matrix peaks of their
+    libraries in the same run.
 
-    `size` is rounded up to the model's size multiple. A backend that cannot be loaded gets a row
-    with its one-line reason instead of numbers.
+    `size` is rounded up to the model's size multiple. A row that cannot be run (backend missing,
+    precision not supported by this CPU, no int8 model, no GPU) gets its one-line reason instead of numbers.
     """
     threads = threads or default_threads()
-    names = backends or [*BACKENDS, *([CUDA_STANDIN] if _cuda_available() else [])]
+    rows = rows or list(ROWS)
     facts = machine_facts(threads)
     config = _config(model)
     size = -(-size // config.size_multiple) * config.size_multiple
     gflop = gflop_per_slice(config, model, size)
-    peak = matmul_peak(threads)
+    peaks = measure_peaks(threads, tuple(lib for lib in LIBRARIES if any(r[0] == lib for r in rows)))
     results = []
-    for name in names:
+    for name, precision in rows:
         try:
-            result = _bench_one(name, model, size, runs, threads)
+            result = _bench_one(name, precision, model, size, runs, threads)
         except Exception as exc:  # report any failure as the row's reason, keep benchmarking the rest
-            results.append(BackendResult(name, error=(str(exc).strip().splitlines() or [type(exc).__name__])[0]))
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            results.append(BackendResult(name, precision, error=reason))
             continue
         result.gflop_per_s = gflop / (result.ms_per_slice[1] / 1000)
-        if name not in _GPU_ROWS:
-            result.peak_fraction = result.gflop_per_s / peak
+        peak = peaks.get((name, precision))
+        if name not in _GPU_ROWS and peak is not None and peak.gflops == peak.gflops:
+            result.peak_fraction = result.gflop_per_s / peak.gflops
         results.append(result)
     facts["load average (1 min) at end"] = _load()  # other work on the machine skews every number
-    return BenchReport(size, threads, runs, gflop, peak, facts, results)
+    return BenchReport(size, threads, runs, gflop, peaks, facts, results)
 
 
 def _config(model: str | Path | None) -> ModelConfig:
@@ -282,8 +273,9 @@ def _config(model: str | Path | None) -> ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------- output
-_HEADERS = ("backend", "GFLOP/slice", "ms/slice b=1", "ms/slice b=8", "GFLOP/s b=1", "matmul peak",
-            "cold start s", "peak RSS MiB")
+_HEADERS = ("backend", "precision", "GFLOP/slice", *(f"ms/slice b={b}" for b in BATCHES), "GFLOP/s b=1",
+            "own peak GFLOP/s", "share of peak", "cold start s", "peak RSS MiB")
+_PEAK_HEADERS = ("library", *PRECISIONS)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -294,22 +286,31 @@ def _rows(report: BenchReport) -> list[tuple[str, ...]]:
     rows = []
     for r in report.results:
         if r.error:
-            rows.append((r.name, "unavailable", *["-"] * (len(_HEADERS) - 2)))
+            rows.append((r.name, r.precision, "unavailable", *["-"] * (len(_HEADERS) - 3)))
             continue
+        peak = report.peaks.get((r.name, r.precision))
         share = "-" if r.peak_fraction != r.peak_fraction else f"{100 * r.peak_fraction:.0f} %"
-        rows.append((r.name, _fmt(report.gflop, 2), *(_fmt(r.ms_per_slice[b]) for b in BATCHES),
-                     _fmt(r.gflop_per_s, 0), share, _fmt(r.cold_start_s, 2), _fmt(r.peak_rss_mib, 0)))
+        rows.append((r.name, r.precision, _fmt(report.gflop, 2), *(_fmt(r.ms_per_slice[b]) for b in BATCHES),
+                     _fmt(r.gflop_per_s, 0), _fmt(peak.gflops if peak else float("nan"), 0), share,
+                     _fmt(r.cold_start_s, 2), _fmt(r.peak_rss_mib, 0)))
     return rows
+
+
+def _peak_rows(report: BenchReport) -> list[tuple[str, ...]]:
+    libraries = sorted({lib for lib, _ in report.peaks}, key=LIBRARIES.index)
+    return [(lib, *(_fmt(report.peaks[(lib, p)].gflops, 0) for p in PRECISIONS)) for lib in libraries]
 
 
 def _caption(report: BenchReport) -> str:
     return (f"{report.size} x {report.size} slices, {report.threads} threads, median of {report.runs} runs; "
-            f"matmul peak {report.matmul_peak_gflops:.0f} GFLOP/s (numpy float32 {_MATMUL_N}^2, best of 7)")
+            "share of peak: achieved GFLOP/s / the matrix-multiply peak of the same library and precision")
 
 
 def notes(report: BenchReport) -> list[str]:
-    """One line per backend: its runtime details, or why it is unavailable."""
-    return [f"{r.name}: {'unavailable: ' + r.error if r.error else r.detail}" for r in report.results]
+    """One line per row (its runtime details, or why it is unavailable), then one per matrix peak."""
+    lines = [f"{r.name} {r.precision}: {'unavailable: ' + r.error if r.error else r.detail}" for r in report.results]
+    return lines + [f"peak {p.library} {p.precision}: {p.note}" + (f" (n = {p.n})" if p.n else "")
+                    for p in report.peaks.values()]
 
 
 def to_table(report: BenchReport):
@@ -322,11 +323,25 @@ def to_table(report: BenchReport):
     return table
 
 
+def to_peak_table(report: BenchReport):
+    """The matrix peaks (GFLOP/s) by library and precision as a rich Table."""
+    from rich.table import Table
+
+    table = Table(*_PEAK_HEADERS, title="matrix-multiply peaks, GFLOP/s", caption=report.machine["CPU"])
+    for row in _peak_rows(report):
+        table.add_row(*row)
+    return table
+
+
 def to_markdown(report: BenchReport, command: str = "") -> str:
     """The report as Markdown: the table, one line per backend, and the machine facts."""
     lines = ["| " + " | ".join(_HEADERS) + " |", "|" + " --- |" * len(_HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
-    lines += ["", _caption(report) + ".", ""]
+    lines += ["", _caption(report) + ".", "", "Matrix-multiply peaks (GFLOP/s, 2 n^3 per n x n product, best of 5, "
+              f"{report.threads} threads):", ""]
+    lines += ["| " + " | ".join(_PEAK_HEADERS) + " |", "|" + " --- |" * len(_PEAK_HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in _peak_rows(report)]
+    lines += [""]
     lines += [f"- {line}" for line in notes(report)]
     lines += ["", "Machine:", ""] + [f"- {key}: {value}" for key, value in report.machine.items()]
     if command:

@@ -89,9 +89,11 @@ def _slice_truths(ctx: ExamContext, plan: ExamPlan, t1: T1Scan, lge: LgeScan) ->
     return out
 
 
-def generate_patient(out: str | Path, seed: int, index: int, field_t: float | str = 1.5, t1_scheme: str = "shmolli") -> ExamSummary:
+def generate_patient(out: str | Path, seed: int, index: int, field_t: float | str = 1.5, t1_scheme: str = "shmolli",
+                     formats: tuple[str, ...] = ("ismrmrd",)) -> ExamSummary:
     """Simulate and write patient `index` of data set `seed` (same arguments -> identical files);
-    `field_t` and `t1_scheme` as `synth.patient.draw_domain` takes them ("mixed": drawn per patient)."""
+    `field_t` and `t1_scheme` as `synth.patient.draw_domain` takes them ("mixed": drawn per patient);
+    `formats`: "ismrmrd" (cine.h5, t1map.h5, lge.h5) and/or "dicom" (``dicom/``, :mod:`synth.dicom_export`)."""
     start = time.perf_counter()
     p = draw_patient(seed, index, field_t, t1_scheme)
     anatomy = Anatomy.build(p)
@@ -110,12 +112,27 @@ def generate_patient(out: str | Path, seed: int, index: int, field_t: float | st
         write_lge(tmp / "lge.h5", p, lge)
         lge_truths = [SliceMasks(i, g, **truth_masks(mix, g)) for i, (g, mix) in enumerate(zip(lge.geometries, lge.mixes, strict=True))]
         write_truth(tmp / "truth.h5", _slice_truths(ctx, plan, t1, lge), _truth_attrs(p, anatomy, lge), lge_truths)
+        _export_formats(tmp, p, formats)
         if d.exists():
             shutil.rmtree(d)
         tmp.rename(d)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExamSummary(index, d, p.phenotype, anatomy.lesions.burden, p.quality.flags, time.perf_counter() - start)
+
+
+def _export_formats(d: Path, p, formats: tuple[str, ...]) -> None:
+    """The DICOM export (from the ISMRMRD files) when asked for; the ISMRMRD files kept only when asked for."""
+    unknown = set(formats) - {"ismrmrd", "dicom"}
+    if unknown or not formats:
+        raise ValueError(f"formats must be ismrmrd and/or dicom, got {sorted(formats)}")
+    if "dicom" in formats:
+        from vne_inline.synth.dicom_export import write_dicom_exam
+
+        write_dicom_exam(d, p)
+    if "ismrmrd" not in formats:
+        for name in ("cine.h5", "t1map.h5", "lge.h5"):
+            (d / name).unlink()
 
 
 def _partial_dir(d: Path, pid: int | str) -> Path:
@@ -133,7 +150,7 @@ def _ignore_sigint() -> None:
 
 
 def generate_exams(out: str | Path, n: int, seed: int, field_t: float | str = 1.5, workers: int = 2, start: int = 0,
-                   t1_scheme: str = "shmolli") -> Iterator[ExamSummary]:
+                   t1_scheme: str = "shmolli", formats: tuple[str, ...] = ("ismrmrd",)) -> Iterator[ExamSummary]:
     """Generate patients start .. start+n-1, yielding each summary as it completes.
 
     Workers are spawned processes with one BLAS thread each (the parallelism is across patients). An
@@ -143,13 +160,13 @@ def generate_exams(out: str | Path, n: int, seed: int, field_t: float | str = 1.
     indices = range(start, start + n)
     if workers <= 1:
         for i in indices:
-            yield generate_patient(out, seed, i, field_t, t1_scheme)
+            yield generate_patient(out, seed, i, field_t, t1_scheme, formats)
         return
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # read by the spawned workers' numpy at import
     pool = get_context("spawn").Pool(workers, initializer=_ignore_sigint)
     try:
-        yield from pool.imap_unordered(_generate, [(out, seed, i, field_t, t1_scheme) for i in indices])
+        yield from pool.imap_unordered(_generate, [(out, seed, i, field_t, t1_scheme, formats) for i in indices])
         pool.close()
     finally:
         pool.terminate()

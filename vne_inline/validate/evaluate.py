@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vne_inline.adapters.exam_files import classified_records, exam_files
-from vne_inline.adapters.replay import replay_files
+from vne_inline.adapters.exam_files import classified_records, is_exam_dir
+from vne_inline.adapters.replay import replay_scans
+from vne_inline.adapters.scans import Scan, read_scans
 from vne_inline.core.match import NoMatch, match_onto, resample_onto
 from vne_inline.core.pipeline import CoreConfig, InlineCore
 from vne_inline.core.roles import Role, classify
@@ -238,35 +239,35 @@ class Evaluation:
 
 # ---------------------------------------------------------------------------------------- reading
 def patient_dirs(exams: Path) -> list[Path]:
-    """Sub-directories of `exams` holding ISMRMRD files, sorted by name."""
-    return sorted(p for p in Path(exams).iterdir() if p.is_dir() and exam_files(p))
+    """Sub-directories of `exams` holding ISMRMRD files or DICOM files, sorted by name."""
+    return sorted(p for p in Path(exams).iterdir() if is_exam_dir(p))
 
 
 def _roles(records: list[tuple[Role, ImageRecord]]) -> set[Role]:
     return {role for role, _ in records}
 
 
-def exam_series(files: list[tuple[Path, list[tuple[Role, ImageRecord]]]]):
-    """The files that hold the exam's own series, and one line per file left out: a file holding VNE
+def exam_series(files: list[tuple[Scan, list[tuple[Role, ImageRecord]]]]):
+    """The scans (files or DICOM series) that hold the exam's own series, and one line per scan left out: one holding VNE
     images is an output of this product (a replay saved in the folder), and a file repeating series of
     an earlier file (by name) is a copy; either would count slices twice."""
     kept, ignored, owner = [], [], {}
-    for path, records in files:
+    for scan, records in files:
         series = sorted({r.series_index for _, r in records})
         if Role.VNE in _roles(records):
-            ignored.append(f"{path.name}: holds VNE images (an output, not part of the exam)")
+            ignored.append(f"{scan.name}: holds VNE images (an output, not part of the exam)")
         elif repeated := [s for s in series if s in owner]:
-            ignored.append(f"{path.name}: repeats series {', '.join(map(str, repeated))} of {owner[repeated[0]]}")
+            ignored.append(f"{scan.name}: repeats series {', '.join(map(str, repeated))} of {owner[repeated[0]]}")
         else:
-            owner.update({s: path.name for s in series})
-            kept.append((path, records))
+            owner.update({s: scan.name for s in series})
+            kept.append((scan, records))
     return kept, ignored
 
 
-def _vne(core: InlineCore, files: list[Path]) -> tuple[list[ImageRecord], dict[int, str]]:
-    """Replay `files` in order, one connection each: the VNE images made and, by T1 slice index, why
+def _vne(core: InlineCore, scans: list[Scan]) -> tuple[list[ImageRecord], dict[int, str]]:
+    """Replay `scans` in order, one connection each: the VNE images made and, by T1 slice index, why
     a slice got none (the core's last word on it)."""
-    results = replay_files(core, files)
+    results = replay_scans(core, scans)
     made = [o for r in results for o in r.outputs if classify(o, core.config.rules) is Role.VNE]
     return made, {rep.slice: rep.reason for r in results for rep in r.reports if not rep.made}
 
@@ -333,7 +334,8 @@ def evaluate_patient(
     cine, T1 mapping (map and IR images) or LGE, or a file cannot be read.
     """
     directory = Path(directory)
-    files, ignored = exam_series([(path, classified_records(path, core.config.rules)) for path in exam_files(directory)])
+    files, ignored = exam_series([(scan, classified_records(scan, core.config.rules))
+                                  for scan in read_scans(directory, core.config.rules)])
     present = set().union(*(_roles(recs) for _, recs in files))
     missing = sorted(r.value for r in {Role.CINE, Role.IR, Role.T1MAP, Role.LGE} - present)
     if missing:
@@ -341,7 +343,7 @@ def evaluate_patient(
     wanted = [f for f in files if _roles(f[1]) & {Role.CINE, Role.IR, Role.T1MAP}
               and not (without_cine and Role.CINE in _roles(f[1]))]
     cine_first = sorted(wanted, key=lambda f: Role.CINE not in _roles(f[1]))
-    vnes, reasons = _vne(core, [path for path, _ in cine_first])
+    vnes, reasons = _vne(core, [scan for scan, _ in cine_first])
     by_role = {role: [r for _, recs in files for rl, r in recs if rl is role] for role in Role}
     truth, lge_truth = _truth(directory)
     if contours is not None:

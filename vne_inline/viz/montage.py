@@ -17,11 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from vne_inline.adapters.scans import Scan, read_scans, scans_of  # noqa: E402
 from vne_inline.core.match import Matched, match_onto  # noqa: E402
-from vne_inline.core.roles import RoleRules, classify  # noqa: E402
-from vne_inline.core.slices import t1_map_ms  # noqa: E402
+from vne_inline.core.roles import RoleRules, classify, inversion_time_ms  # noqa: E402
+from vne_inline.core.slices import same_plane, t1_map_ms  # noqa: E402
+from vne_inline.io.dicom_json import conformed  # noqa: E402
 from vne_inline.io.header import ExamHeader, parse_header  # noqa: E402
-from vne_inline.io.mrd_file import read_file  # noqa: E402
 from vne_inline.io.records import ImageRecord  # noqa: E402
 from vne_inline.synth.truth import SliceTruth, read_truth  # noqa: E402
 
@@ -47,18 +48,17 @@ class Panel:
 
 
 # --------------------------------------------------------------------------------------------- roles
-def _by_role(paths: list[Path], rules: RoleRules = RoleRules()) -> tuple[dict[str, list[ImageRecord]], float]:
+def _by_role(scans: list[Scan], rules: RoleRules = RoleRules()) -> tuple[dict[str, list[ImageRecord]], float]:
     """Records grouped by role, and the T1 colour-bar top for the field strength in the headers."""
     out: dict[str, list[ImageRecord]] = {}
     t1_max = T1_MAX_MS[1.5]
-    for path in paths:
-        scan = read_file(path)
+    for scan in scans:
         try:
             header = parse_header(scan.header_xml)
         except ValueError:
             header = ExamHeader()
         t1_max = T1_MAX_MS.get(header.field_strength_t, t1_max)
-        for record in scan.records():
+        for record in map(conformed, scan.records):
             out.setdefault(classify(record, rules, header.n_phases).value, []).append(record)
     return out, t1_max
 
@@ -83,6 +83,13 @@ def _matched(target: ImageRecord, candidates: list[ImageRecord], name: str) -> P
                  "psir" if name.startswith("LGE") else "gray")
 
 
+def _ir_by_ti(roles: dict[str, list[ImageRecord]], k: int, plane: ImageRecord | None = None) -> list[tuple[float, ImageRecord]]:
+    """The IR images of slice `k` (on the plane of `plane` when given) with a TI, sorted by TI (ms)."""
+    timed = [(ti, r) for r in roles.get("ir", []) if (ti := inversion_time_ms(r)) is not None
+             and (same_plane(plane.geometry, r.geometry) if plane is not None else r.slice == k)]
+    return sorted(timed, key=lambda t: t[0])
+
+
 # --------------------------------------------------------------------------------------------- panels
 def _truth_panel(truth: SliceTruth) -> Panel:
     overlay = {name: getattr(truth, name) for name, _ in OVERLAY} | {"myocardium": truth.myocardium}
@@ -93,9 +100,9 @@ def exam_panels(directory: Path, slice_index: int | None = None,
                 rules: RoleRules = RoleRules()) -> tuple[list[list[Panel]], str]:
     """Rows of panels for one T1 slice of a patient directory, and a title."""
     files = [directory / n for n in ("cine.h5", "t1map.h5", "lge.h5") if (directory / n).exists()]
-    roles, t1_max = _by_role(files, rules)
+    roles, t1_max = _by_role(scans_of(files, rules) if files else read_scans(directory, rules), rules)
     if not roles.get("t1map"):
-        raise ValueError(f"{directory}: no T1 map found (t1map.h5 with GADGETRON_DataRole=T1)")
+        raise ValueError(f"{directory}: no T1 map found (no image tagged or described as a T1 map)")
     k = _pick_slice(roles["t1map"], slice_index)
     target = next(r for r in roles["t1map"] if r.slice == k)
     top = []
@@ -114,8 +121,7 @@ def exam_panels(directory: Path, slice_index: int | None = None,
         flags = [n for n, on in a.get("artefacts", {}).items() if on]
         title += f" ({a.get('level', '')}) | {a.get('phenotype', '')}, lesion burden {100 * a.get('lesion_burden', 0):.1f} %"
         title += f" | artefacts: {', '.join(flags) if flags else 'none'}"
-    ir = sorted((r for r in roles.get("ir", []) if r.slice == k), key=lambda r: r.meta_float("GADGETRON_TI"))
-    bottom = [Panel(r.pixels, f"IR TI {r.meta_float('GADGETRON_TI'):.0f} ms") for r in ir]
+    bottom = [Panel(r.pixels, f"IR TI {ti:.0f} ms") for ti, r in _ir_by_ti(roles, k, target)]
     return [top, bottom] if bottom else [top], title
 
 
@@ -146,14 +152,13 @@ def file_panels(path: Path, slice_index: int | None = None,
         rows = [[_truth_panel(t), Panel(t.t1_true_ms, f"true native T1, slice {t.slice} (ms)", "t1",
                                         vmax=T1_MAX_MS.get(t.attrs.get("field_t"), T1_MAX_MS[1.5]))] for t in truths]
         return rows, f"{path.parent.name}/{path.name}: ground truth per T1 slice"
-    roles, t1_max = _by_role([path], rules)
+    roles, t1_max = _by_role(read_scans(path, rules), rules)
     rows: list[list[Panel]] = []
     if roles.get("cine"):
         rows.append([Panel(r.pixels, f"cine ED slice {r.slice}") for r in sorted(roles["cine"], key=lambda r: r.slice) if r.phase == 0])
     if roles.get("ir") or roles.get("t1map"):
         k = _pick_slice(roles.get("t1map") or roles["ir"], slice_index)
-        ir = sorted((r for r in roles.get("ir", []) if r.slice == k), key=lambda r: r.meta_float("GADGETRON_TI"))
-        rows.append([Panel(r.pixels, f"slice {k} TI {r.meta_float('GADGETRON_TI'):.0f} ms") for r in ir])
+        rows.append([Panel(r.pixels, f"slice {k} TI {ti:.0f} ms") for ti, r in _ir_by_ti(roles, k)])
         maps = [Panel(t1_map_ms(r), f"T1 map slice {k} (ms)", "t1", vmax=t1_max) for r in roles.get("t1map", []) if r.slice == k]
         rows += [maps] if maps else []
     if roles.get("lge"):
