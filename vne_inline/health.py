@@ -51,6 +51,8 @@ def store_problem(root: Path) -> str | None:
             probe.unlink(missing_ok=True)
     except OSError as exc:
         return f"slice store {root} is not writable: {exc.strerror or exc}"
+    except ValueError as exc:  # a root others may write to, not ours
+        return str(exc)
     return None
 
 

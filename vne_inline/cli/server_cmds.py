@@ -118,7 +118,8 @@ def send(
         raise fail(f"reply incomplete: {reply.error or 'no CLOSE'}")
     if any(t.startswith("ERR:") for t in reply.texts):
         raise typer.Exit(1)
-    sent_t1 = reply.slice_lines or any(role is Role.T1MAP for scan in read_scans(file) for role, _ in classified_records(scan))
+    sent_t1 = reply.slice_lines or any(role is Role.T1MAP for scan in read_scans(file)
+                                       for role, _ in classified_records(scan))
     if sent_t1 and not reply.vne:
         reasons = [line.split(": ", 1)[1] for line in reply.slice_lines if line.startswith("WRN:")]
         raise fail("no VNE made from the T1-map slices sent" + (f": {'; '.join(reasons)}" if reasons else
