@@ -31,30 +31,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vne_inline.physics.ir_schemes import SCHEME_LABELS, SCHEMES
 from vne_inline.physics.t1 import INVERSION_EFFICIENCY, MOLLI_TI0_MS, MOLLI_TI_STEP_MS, READOUT_RATE_PER_MS
 
-__all__ = ["SCHEMES", "SCHEME_LABELS", "Scheme", "IRSampling", "sampling", "scheme_signals", "scheme_from_ti", "fit_scheme_t1"]
+__all__ = ["SCHEMES", "SCHEME_LABELS", "IRSampling", "sampling", "scheme_signals", "scheme_from_ti", "fit_scheme_t1"]
 
-
-@dataclass(frozen=True)
-class Scheme:
-    """Readouts per inversion and recovery beats before each later inversion."""
-
-    readouts: tuple[int, ...]
-    recovery_beats: tuple[int, ...]
-
-    @property
-    def n_images(self) -> int:
-        return sum(self.readouts)
-
-
-SCHEMES: dict[str, Scheme] = {
-    "shmolli": Scheme((5, 1, 1), (1, 1)),
-    "molli-533": Scheme((5, 3), (3,)),
-    "molli-3335": Scheme((3, 3, 5), (3, 3)),
-}
-#: Scanner-like sequence names of the schemes.
-SCHEME_LABELS = {"shmolli": "ShMOLLI", "molli-533": "MOLLI 5(3)3", "molli-3335": "MOLLI 3(3)3(3)5"}
 
 @dataclass(frozen=True)
 class IRSampling:
@@ -80,20 +61,12 @@ def sampling(scheme: str, rr_ms: float, ti0_ms: float = MOLLI_TI0_MS, ti_step_ms
     except KeyError:
         raise ValueError(f"unknown T1 scheme {scheme!r}; known: {sorted(SCHEMES)}") from None
     rr = float(rr_ms)
-    if not (np.isfinite(rr) and rr > 0):
-        raise ValueError(f"rr_ms must be a positive number, got {rr_ms!r}")
-    ti, inv, t_inv, t_end = [], [], [], []
-    beat = 0  # index of the heartbeat of the next readout (readouts at beat * RR)
-    for j, n in enumerate(s.readouts):
-        first_ti = ti0_ms + j * ti_step_ms
-        t_inv.append(beat * rr - first_ti)
-        ti += [first_ti + i * rr for i in range(n)]
-        inv += [j] * n
-        t_end.append((beat + n - 1) * rr)
-        beat += n + (s.recovery_beats[j] if j < len(s.recovery_beats) else 0)
-    t0 = t_inv[0]
-    return IRSampling(scheme, rr, np.asarray(ti, dtype=np.float64), np.asarray(inv, dtype=np.int64),
-                      np.asarray(t_inv) - t0, np.asarray(t_end) - t0)
+    ti = s.acquisition_ti_ms(rr, ti0_ms, ti_step_ms)  # ValueError for a bad RR or TI
+    # heartbeat of each inversion's first readout: the readouts and recovery beats before it
+    first_beat = np.concatenate([[0], np.cumsum(np.add(s.images[:-1], s.recovery_beats))])
+    t_inv = first_beat * rr - s.first_ti_ms(ti0_ms, ti_step_ms)
+    t_end = (first_beat + np.asarray(s.images) - 1) * rr
+    return IRSampling(scheme, rr, ti, s.groups(), t_inv - t_inv[0], t_end - t_inv[0])
 
 
 def scheme_signals(

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vne_inline.physics.ir_sampling import SCHEME_LABELS
-from vne_inline.physics.ir_sampling import SCHEMES as _SAMPLING_SCHEMES
 from vne_inline.physics.t1 import MOLLI_TI0_MS, MOLLI_TI_STEP_MS
 
-__all__ = ["IRScheme", "SCHEMES", "MOLLI_53", "MOLLI_335", "SHMOLLI", "MIN_RR_MS", "inversion_groups",
+__all__ = ["IRScheme", "SCHEMES", "SCHEME_LABELS", "MOLLI_53", "MOLLI_335", "SHMOLLI", "MIN_RR_MS", "inversion_groups",
            "scheme_for_groups", "estimate_rr_ms"]
 
 #: Consecutive images of one inversion are one heartbeat apart: at least this much (200 beats/min).
@@ -75,12 +73,15 @@ class IRScheme:
         return (r + 1.0) * float(rr_ms) - np.asarray(first_ti_ms, dtype=np.float64)[1:]
 
 
-#: Known schemes, by the keys of :data:`vne_inline.physics.ir_sampling.SCHEMES` (``shmolli``,
-#: ``molli-533``, ``molli-3335``), which defines their readouts and recovery beats.
+#: Known schemes by key (the names `synth --t1-scheme` takes); TI0 100 ms and TI step 80 ms
+#: (Messroghli et al., JMRI 2007;26:1081-1086).
 SCHEMES: dict[str, IRScheme] = {
-    key: IRScheme(SCHEME_LABELS[key], s.readouts, s.recovery_beats, MOLLI_TI0_MS, MOLLI_TI_STEP_MS)
-    for key, s in _SAMPLING_SCHEMES.items()
+    "shmolli": IRScheme("ShMOLLI", (5, 1, 1), (1, 1), MOLLI_TI0_MS, MOLLI_TI_STEP_MS),
+    "molli-533": IRScheme("MOLLI 5(3)3", (5, 3), (3,), MOLLI_TI0_MS, MOLLI_TI_STEP_MS),
+    "molli-3335": IRScheme("MOLLI 3(3)3(3)5", (3, 3, 5), (3, 3), MOLLI_TI0_MS, MOLLI_TI_STEP_MS),
 }
+#: Scanner-like sequence names of the schemes.
+SCHEME_LABELS = {key: s.name for key, s in SCHEMES.items()}
 MOLLI_53, MOLLI_335, SHMOLLI = SCHEMES["molli-533"], SCHEMES["molli-3335"], SCHEMES["shmolli"]
 
 
