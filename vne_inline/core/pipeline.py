@@ -31,6 +31,7 @@ slices; the store's own bounds are in :mod:`core.store`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -255,6 +256,12 @@ class SliceReport:
 
 class _Skip(Exception):
     """A VNE cannot be made; the message is the one-line reason."""
+
+
+@functools.lru_cache(maxsize=8)
+def _training_domain(domain_json: str) -> TrainingDomain:
+    """A model's training domain, parsed once per model configuration (not once per slice)."""
+    return TrainingDomain.from_json(domain_json)
 
 
 def _plane_figures(plane) -> tuple[float | None, float | None]:
@@ -617,7 +624,7 @@ class Session:
             raise _Skip(f"model error: {exc}") from exc
 
     def _domain_check(self, t1: T1Slice, inputs: ModelInputs, domain_json: str):
-        domain = TrainingDomain.from_json(domain_json) if domain_json else None
+        domain = _training_domain(domain_json) if domain_json else None
         stats = slice_statistics(t1.t1_ms, inputs.ir, t1.geometry.pixel_spacing)
         return check_domain(domain, self.field_t, len(t1.ti_ms), stats)
 
