@@ -108,12 +108,29 @@ def test_exam_to_node_vne_series_in_orthanc(tmp_path, orthanc, exam, caplog):
     _check_geometry(orthanc, series, folder)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("vne_inline")]
     made = [x for x in lines if "VNE made" in x]
-    # the IR series, sent before its map, gets VNE from maps fitted to its IR images (not written as DICOM:
-    # no DICOM map to derive them from); the scanner's map then gets the VNE that are forwarded
-    assert {x.split(":")[0] for x in made} == {"T1 slice 0", "T1 slice 1", "T1 slice 2"}
-    assert sum("fitted" not in x for x in made) == 3
+    # the IR series, sent before its map, waits for the map series (map_wait_s) instead of being fitted
+    assert sorted(x.split(":")[0] for x in made) == ["T1 slice 0", "T1 slice 1", "T1 slice 2"]
+    assert not any("fitted" in x for x in made)
+    assert any("waiting up to 30 s for the map series" in x for x in lines)
     assert not any("Doe" in x or "PID-12345" in x for x in lines)  # no PHI in the logs
     assert not list((tmp_path / "spool" / "outbox").glob("*.dcm"))
+
+
+def test_ir_series_without_map_gets_fitted_maps_and_vne_after_the_wait(tmp_path, orthanc, exam):
+    folder, study = exam
+    with _node(tmp_path, Destination("127.0.0.1", orthanc.dicom_port, orthanc.ae_title), map_wait_s=0.5) as node:
+        assert _send(node, folder / "cine") == 30
+        assert _send(node, folder / "ir") == 15
+        assert _wait(lambda: node.forwarded == 6)  # 3 fitted maps, then their 3 VNE
+    series = {s["MainDicomTags"]["SeriesDescription"]: s for s in orthanc.series_with(study)}
+    ir_description = pydicom.dcmread(next((folder / "ir").rglob("*.dcm"))).SeriesDescription
+    maps, vne = series[f"{ir_description}_T1FIT"], series[f"{ir_description}_VNE"]
+    assert len(maps["Instances"]) == len(vne["Instances"]) == 3
+    map_uids = {orthanc.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"] for i in maps["Instances"]}
+    for iid in vne["Instances"]:
+        sources = orthanc.get(f"/instances/{iid}/simplified-tags")["SourceImageSequence"]
+        assert sources[0]["ReferencedSOPInstanceUID"] in map_uids  # the VNE names its fitted map
+    _check_geometry(orthanc, vne, folder)
 
 
 def test_restart_between_cine_and_t1_and_queue_survives_a_down_pacs(tmp_path, orthanc, exam):

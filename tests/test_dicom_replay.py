@@ -41,7 +41,7 @@ def test_dicom_folder_replays_to_one_vne_per_t1_slice_and_dicom_output(tmp_path,
     assert len(_made(results)) == 2
     names = [r.name for r in results]
     assert any("+" in name for name in names) == (style == "siemens")  # IR series joined its map series
-    written, failures = write_dicom_vne(results, tmp_path / "vne")
+    written, _, failures = write_dicom_vne(results, tmp_path / "vne")
     assert (written, failures) == (2, [])
     out = [pydicom.dcmread(p) for p in sorted((tmp_path / "vne").glob("*.dcm"))]
     maps = {float(np.dot(m.ImagePositionPatient, np.cross(m.ImageOrientationPatient[:3], m.ImageOrientationPatient[3:]))): m
@@ -110,7 +110,7 @@ def test_dicom2mrd_file_replays_with_the_dicom_geometry_and_ti(tmp_path):
     for v, g in zip(sorted(vne, key=lambda v: v.geometry.position @ v.geometry.normal), truth, strict=True):
         np.testing.assert_allclose(v.geometry.position, g.position, atol=0.01)  # the image centre, not IPP
         np.testing.assert_allclose(v.geometry.fov, g.fov, atol=0.01)
-    written, failures = write_dicom_vne(results, tmp_path / "vne")  # DICOM header from DicomJson
+    written, _, failures = write_dicom_vne(results, tmp_path / "vne")  # DICOM header from DicomJson
     assert (written, failures) == (2, [])
     assert {pydicom.dcmread(p).PatientID for p in (tmp_path / "vne").glob("*.dcm")} == {"PID-12345"}
 
@@ -162,4 +162,44 @@ def test_show_and_replay_cli_on_a_dicom_folder(tmp_path):
                                       "--model", str(tmp_path / "missing.onnx"), "--dicom-out", str(tmp_path / "v")],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 3 and "Traceback" not in result.output  # T1-map slices given, no VNE made
-    assert "0 VNE DICOM files written" in result.output
+    assert "0 VNE written as DICOM" in result.output
+
+
+def test_ir_only_dicom_replay_and_t1map_write_fitted_maps_as_dicom(tmp_path):
+    """A DICOM exam without its map series: replay fits the maps, and --dicom-out writes them (uint16 ms, the
+    IR series' study, sources = the IR images) before the VNE that name them; `t1map` writes the same maps."""
+    from typer.testing import CliRunner
+
+    from vne_inline.cli.app import app
+
+    exam = tmp_path / "exam"
+    write_exam(exam, cine_records(), t1_records(), "siemens")
+    shutil.rmtree(exam / "t1")  # the scanner sent IR images only
+    ir_uids = {ds.SOPInstanceUID for ds in map(pydicom.dcmread, (exam / "ir").glob("*.dcm"))}
+    results = _replay(tmp_path, exam)
+    assert len(_made(results)) == 2 and all("fitted" in r.line() for r in _made(results))
+    written, fitted, failures = write_dicom_vne(results, tmp_path / "vne")
+    assert (written, fitted, failures) == (2, 2, [])
+    out = [pydicom.dcmread(p) for p in sorted((tmp_path / "vne").glob("*.dcm"))]
+    maps = [ds for ds in out if "T1 MAP" in ds.ImageType]
+    vne = [ds for ds in out if "VNE" in ds.ImageType]
+    assert len(maps) == len(vne) == 2
+    for m in maps:
+        assert m.SeriesDescription.endswith("_T1FIT") and m.StudyInstanceUID == STUDY
+        assert {s.ReferencedSOPInstanceUID for s in m.SourceImageSequence} <= ir_uids
+        assert len(m.SourceImageSequence) == 5
+        t1 = m.pixel_array * float(m.get("RescaleSlope", 1)) + float(m.get("RescaleIntercept", 0))
+        assert np.median(t1[t1 > 0]) == pytest.approx(960.0, rel=0.01)  # the hand-made tissue's T1
+    map_uids = {m.SOPInstanceUID for m in maps}
+    assert all(v.SourceImageSequence[0].ReferencedSOPInstanceUID in map_uids for v in vne)
+    # the offline command on the same folder: the maps as DICOM, read back as T1 maps of the study
+    result = CliRunner().invoke(app, ["t1map", str(exam), "--out", str(tmp_path / "t1.h5"),
+                                      "--dicom-out", str(tmp_path / "t1dcm")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 T1 map(s) as DICOM" in result.output
+    back = read_dicom_folder(tmp_path / "t1dcm")
+    assert [classify(r) for s in back.series for r in s.records] == [Role.T1MAP, Role.T1MAP]
+    if shutil.which("dciodvfy") is not None:
+        for path in sorted((tmp_path / "t1dcm").glob("*.dcm")):
+            check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+            assert [x for x in (check.stdout + check.stderr).splitlines() if x.startswith("Error")] == []

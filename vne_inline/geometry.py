@@ -12,9 +12,9 @@ Every resampling in the project goes through :class:`SliceGeometry`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
 __all__ = ["SliceGeometry", "PlaneMatch", "Resampled", "plane_from_normal"]
 
@@ -178,11 +178,14 @@ class SliceGeometry:
         iy = d @ self.phase_dir / dy + self.ny / 2 - 0.5
         return ix, iy, d @ self.normal
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray:
-        """Unit normal: `slice_dir` when it is perpendicular to the plane, else read x phase."""
-        n = np.cross(self.read_dir, self.phase_dir)
-        return n if float(n @ self.slice_dir) >= 0 else -n
+        """Unit normal: `slice_dir` when it is perpendicular to the plane, else read x phase (read-only)."""
+        (rx, ry, rz), (px, py, pz) = self.read_dir.tolist(), self.phase_dir.tolist()
+        n = np.array([ry * pz - rz * py, rz * px - rx * pz, rx * py - ry * px])
+        n = n if float(n @ self.slice_dir) >= 0 else -n
+        n.flags.writeable = False
+        return n
 
     # ------------------------------------------------------------------ matching
     def compare(self, other: SliceGeometry) -> PlaneMatch:
@@ -194,26 +197,42 @@ class SliceGeometry:
         return PlaneMatch(cosine=cosine, distance_mm=distance, in_plane_offset_mm=float(np.linalg.norm(in_plane)))
 
     # ------------------------------------------------------------------ resampling
-    def resample_from(self, image: np.ndarray, source: SliceGeometry, order: int = 1) -> Resampled:
-        """Resample `image` (..., ny_src, nx_src) on `source` onto this grid, in plane (bilinear by default).
+    def resample_from(self, image: np.ndarray, source: SliceGeometry) -> Resampled:
+        """Resample `image` (..., ny_src, nx_src) on `source` onto this grid, in plane, bilinearly.
 
         Target pixel centres are projected onto the source plane (the through-plane component is
-        ignored: match planes first with :meth:`compare`). Target pixels whose projection falls more
-        than half a pixel outside the source are filled with 0 and flagged in `outside`.
+        ignored: match planes first with :meth:`compare`); beyond the source's edge pixel centres the
+        edge value is used. Target pixels whose projection falls more than half a pixel outside the
+        source are filled with 0 and flagged in `outside`.
         """
         image = np.asarray(image)
         if image.shape[-2:] != source.shape:
             raise ValueError(f"image shape {image.shape[-2:]} does not match the source grid {source.shape}")
         ix, iy, _ = source.to_pixel(self.pixel_centres())
         outside = (ix < -0.5) | (ix > source.nx - 0.5) | (iy < -0.5) | (iy > source.ny - 0.5)
-        coords = np.stack([iy, ix])
-        flat = image.reshape((-1, *source.shape))
-        out = np.empty((flat.shape[0], *self.shape), dtype=np.result_type(image.dtype, np.float32))
-        for k, frame in enumerate(flat):
-            out[k] = map_coordinates(frame, coords, order=order, mode="nearest")
+        dtype = np.result_type(image.dtype, np.float32)
+        flat = image.reshape((-1, *source.shape)).astype(dtype, copy=False)
+        out = _bilinear(flat, iy, ix)
         out[:, outside] = 0
         return Resampled(data=out.reshape((*image.shape[:-2], *self.shape)), outside=outside)
 
+
+def _axis_weights(coord: np.ndarray, n: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower and upper neighbour indices along one axis of length `n` and the upper one's weight
+    (coordinates clamped to the edge pixel centres)."""
+    c = np.clip(coord, 0.0, n - 1.0)
+    lower = np.minimum(np.floor(c).astype(np.intp), max(n - 2, 0))
+    return lower, np.minimum(lower + 1, n - 1), (c - lower).astype(dtype)
+
+
+def _bilinear(frames: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    """Bilinear samples of every frame (k, ny, nx) at fractional pixel indices (iy, ix): one set of
+    weights for all frames."""
+    y0, y1, fy = _axis_weights(iy, frames.shape[-2], frames.dtype)
+    x0, x1, fx = _axis_weights(ix, frames.shape[-1], frames.dtype)
+    top = frames[:, y0, x0] * (1 - fx) + frames[:, y0, x1] * fx
+    bottom = frames[:, y1, x0] * (1 - fx) + frames[:, y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
 
 def plane_from_normal(
     centre: np.ndarray,

@@ -13,7 +13,8 @@ associations. The node
    (IR images travel with their T1 map), and each scan it belongs to is fed to the shared
    :class:`InlineCore` as one session, so the per-study store (shared with the Gadgetron gadget and
    the MRD server) meets cine and T1 mapping across associations and restarts.
-3. writes each VNE as a DICOM MR image (:class:`adapters.dicom_output.DicomOutput`) to
+3. writes each VNE (and each T1 map fitted for IR images whose map series has not come within
+   ``map_wait_s``) as a DICOM MR image (:class:`adapters.dicom_output.DicomOutput`) to
    ``SPOOL/outbox/`` and C-STOREs the outbox to the ``--forward`` destination: retried with
    exponential back-off, kept on disk until the destination confirms, so a restart loses nothing
    (pending series and queued VNE are picked up at start).
@@ -47,7 +48,8 @@ from vne_inline.adapters.dicom_output import DicomOutput
 from vne_inline.adapters.scans import dicom_scans
 from vne_inline.core.pipeline import CoreConfig, InlineCore
 from vne_inline.core.roles import Role, classify
-from vne_inline.io.dicom import DicomFolder, DicomSeries, read_dicom_folder
+from vne_inline.core.t1_fit import is_fitted_map
+from vne_inline.io.dicom import DicomFolder, DicomSeries, ParsedInstance, parse_instance, read_dicom_folder, series_from_parsed
 from vne_inline.io.header import ExamHeader
 from vne_inline.io.records import ImageRecord
 
@@ -98,12 +100,15 @@ class NodeConfig:
     network_timeout_s: float = 120.0
     max_associations: int = 8
     series_idle_s: float = 15.0
+    map_wait_s: float = 30.0
     retry_initial_s: float = 2.0
     retry_max_s: float = 300.0
     shutdown_timeout_s: float = 30.0
     expiry_h: float = 24.0
 
     def __post_init__(self) -> None:
+        if self.map_wait_s < 0:
+            raise ValueError("map_wait_s must be >= 0")
         if not 1 <= len(self.ae_title) <= 16:
             raise ValueError("AE title must have 1 to 16 characters")
         if self.max_pdu != 0 and self.max_pdu < 4096:
@@ -125,6 +130,13 @@ def _write_atomic(ds: Dataset, path: Path) -> None:
     with os.fdopen(fd, "wb") as f:
         ds.save_as(f, enforce_file_format=True)
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class _MapDue:
+    """The wait for the T1 maps of a study's IR images is over."""
+
+    study: str
 
 
 @dataclass
@@ -150,6 +162,8 @@ class DicomNode:
         self._open: dict[str, _Series] = {}  # series dir -> receiving state
         self._ready: queue.Queue[Path | None] = queue.Queue()
         self._studies: dict[str, dict[str, DicomSeries]] = {}  # study hash -> parsed series (cache)
+        self._received: dict[Path, dict[str, ParsedInstance]] = {}  # series dir -> file name -> decoded on arrival
+        self._map_due: dict[str, float] = {}  # study hash -> when its IR images without a map get a fitted one
         self._outputs: dict[str, DicomOutput] = {}  # study hash -> its VNE series numbering and sources
         self._wake_forwarder = threading.Event()
         self._stop_requested = threading.Event()
@@ -245,15 +259,22 @@ class DicomNode:
             return _STATUS_CANNOT_UNDERSTAND
         study = ExamHeader(study_uid=study_uid).study_key
         series_dir = self._incoming / study / _digest(series_uid)
+        name = f"{_digest(sop_uid)}.dcm"
         try:
             _ensure_dir(series_dir.parent)
             _ensure_dir(series_dir)
-            _write_atomic(ds, series_dir / f"{_digest(sop_uid)}.dcm")
+            _write_atomic(ds, series_dir / name)
             (series_dir / _PENDING).touch(mode=0o600)
         except OSError:
             log.exception("cannot store a received instance")
             return _STATUS_OUT_OF_RESOURCES
+        try:  # decoded now, while the rest of the series is still on its way
+            parsed = parse_instance(ds)
+        except Exception:  # left to the reading from disk, which names the reason
+            parsed = None
         with self._lock:
+            if parsed is not None:
+                self._received.setdefault(series_dir, {})[name] = parsed
             s = self._open.setdefault(str(series_dir), _Series(study, series_dir, time.monotonic()))
             s.last_seen = time.monotonic()
             s.associations.add(id(event.assoc))
@@ -279,6 +300,10 @@ class DicomNode:
                 idle = [k for k, s in self._open.items() if now - s.last_seen > self.config.series_idle_s]
                 for k in idle:
                     self._ready.put(self._open.pop(k).path)
+                due = [study for study, at in self._map_due.items() if at <= now]
+                for study in due:
+                    del self._map_due[study]
+                    self._ready.put(_MapDue(study))
             if now - last_purge > 3600:
                 self._purge()
                 last_purge = now
@@ -308,11 +333,15 @@ class DicomNode:
             if None in batch:
                 batch, done = [p for p in batch if p is not None], True
             by_study: dict[str, set[Path]] = {}
-            for path in batch:
-                by_study.setdefault(Path(path).parent.name, set()).add(Path(path))
-            for study, fresh in by_study.items():
+            due: set[str] = set()
+            for item in batch:
+                if isinstance(item, _MapDue):
+                    due.add(item.study)
+                else:
+                    by_study.setdefault(Path(item).parent.name, set()).add(Path(item))
+            for study in [*by_study, *(d for d in due if d not in by_study)]:
                 try:
-                    self._process(study, fresh)
+                    self._process(study, by_study.get(study, set()), study in due or done)
                 except Exception:  # one bad series never stops the node; the traceback names code, not data
                     log.exception("a received series could not be processed")
             self._wake_forwarder.set()
@@ -324,32 +353,63 @@ class DicomNode:
         cached = self._studies.setdefault(study, {})
         for series_dir in sorted((self._incoming / study).glob("*")):
             if series_dir.is_dir() and (series_dir in fresh or series_dir.name not in cached):
-                try:
-                    folder = read_dicom_folder(series_dir)
-                except ValueError:
+                series = self._read_series(series_dir)
+                if series is None:
                     log.warning("a received series holds no usable MR image")
                     cached.pop(series_dir.name, None)
                     continue
-                cached[series_dir.name] = folder.series[0]
+                cached[series_dir.name] = series
         while len(self._studies) > 8:  # keep the most recent studies parsed
             oldest = next(iter(self._studies))
             self._studies.pop(oldest)
             self._outputs.pop(oldest, None)
         return cached
 
-    def _process(self, study: str, fresh: set[Path]) -> None:
-        """Feed every scan holding a freshly completed series of `study` to the core; queue the VNE."""
+    def _read_series(self, series_dir: Path) -> DicomSeries | None:
+        """A received series: from the instances decoded on arrival when they cover every file of it, else
+        read from disk (after a restart, or a series completed over several associations); None if unusable."""
+        names = sorted(p.name for p in series_dir.glob("*.dcm"))
+        with self._lock:
+            decoded = self._received.pop(series_dir, {})
+        if names and all(n in decoded for n in names):
+            series, _ = series_from_parsed(decoded[n] for n in names)
+        else:
+            try:
+                series = read_dicom_folder(series_dir).series
+            except ValueError:
+                return None
+        return series[0] if series else None
+
+    def _process(self, study: str, fresh: set[Path], maps_due: bool = False) -> None:
+        """Feed every scan holding a freshly completed series of `study` to the core; queue the VNE. IR images
+        that came without a T1 map (``t1_maps=scanner``) wait up to ``map_wait_s`` for the map series,
+        which scanners send as a series of its own, before the core fits a map (`maps_due`: the wait is over)."""
         started = time.perf_counter()
         fresh = {p for p in fresh if p.is_dir()}
         all_series = self._study_series(study, fresh)
-        for path in fresh:
-            (path / _PENDING).unlink(missing_ok=True)
         self.processed += len(fresh)
         uids = {all_series[p.name].uid for p in fresh if p.name in all_series}
-        if not uids:
-            return
+        if maps_due:  # series still marked pending and not being received: IR images held for their map
+            with self._lock:
+                receiving = set(self._open)
+            uids |= {s.uid for name, s in all_series.items()
+                     if (self._incoming / study / name / _PENDING).exists() and str(self._incoming / study / name) not in receiving}
         folder = DicomFolder(sorted(all_series.values(), key=lambda s: (s.time, s.number)), [])
         scans = [s for s in dicom_scans(folder, self.core.config.rules) if any(x.uid in uids for x in s.series)]
+        held = []
+        if not maps_due and self.core.config.t1_maps == "scanner" and self.config.map_wait_s > 0:
+            held = [s for s in scans if self._without_map(s)]
+            if held:
+                with self._lock:
+                    self._map_due[study] = time.monotonic() + self.config.map_wait_s
+                log.info("IR-weighted images of %d series without a T1 map yet: waiting up to %.0f s for the map "
+                         "series before fitting one", len(held), self.config.map_wait_s)
+                scans = [s for s in scans if s not in held]
+        held_uids = {x.uid for s in held for x in s.series}
+        for uid in (uids | {x.uid for s in scans for x in s.series}) - held_uids:  # handled: no longer pending
+            (self._incoming / study / _digest(uid) / _PENDING).unlink(missing_ok=True)
+        if not scans:
+            return
         output = self._outputs.setdefault(study, DicomOutput(self.core.config.rules, self.core.config.criteria))
         for s in folder.series:
             if s.uid in uids or not output.knows(s.uid):
@@ -360,15 +420,21 @@ class DicomNode:
             for record in scan.records:
                 made += session.feed(record)[1:]
             made += session.close()
-        for vne in made:
-            if classify(vne, self.core.config.rules) is not Role.VNE:
+        for image in made:  # fitted T1 maps come before the VNE made from them
+            fitted = is_fitted_map(image)
+            if not fitted and classify(image, self.core.config.rules) is not Role.VNE:
                 continue
             try:
-                ds = output.dataset(vne)
+                ds = output.dataset(image)
                 _write_atomic(ds, self._outbox / f"{time.time_ns()}-{_digest(ds.SOPInstanceUID, 12)}.dcm")
             except (ValueError, OSError) as exc:
-                log.warning("T1 slice %d: VNE not written as DICOM: %s", vne.slice, exc)
+                log.warning("T1 slice %d: %s not written as DICOM: %s", image.slice, "fitted T1 map" if fitted else "VNE", exc)
         log.debug("%d series processed in %.0f ms", len(fresh), 1000 * (time.perf_counter() - started))
+
+    def _without_map(self, scan) -> bool:
+        """True for a scan of IR-weighted images that brought no T1 map."""
+        roles = {classify(r, self.core.config.rules) for r in scan.records}
+        return Role.IR in roles and Role.T1MAP not in roles
 
     # ------------------------------------------------------------------ forwarding
     def _forward_loop(self) -> None:

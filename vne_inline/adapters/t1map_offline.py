@@ -1,11 +1,12 @@
-"""Offline T1 mapping: the IR-weighted images of an ISMRMRD file fitted slice by slice, written as an
-ISMRMRD file (map, R^2 and invalid-pixel series per slice) for physicists.
+"""Offline T1 mapping: the IR-weighted images of an ISMRMRD file or a DICOM folder fitted slice by slice,
+written as an ISMRMRD file (map, R^2 and invalid-pixel series per slice) for physicists, and the maps
+as DICOM MR images.
 
 The images are classified with the inline core's role rules; IR images are grouped by slice plane in
-file order (the order the scanner sent them) and each slice is fitted with
-:func:`vne_inline.core.t1_fit.fit_slice`; phase images with TIs (``image_type`` PHASE, e.g. the
-scanner's phase series) give the polarity where every IR image of a slice has one. A T1 map already in
-the file is left alone.
+the order the scanner sent them (file order; for DICOM, acquisition order within each series) and each
+slice is fitted with :func:`vne_inline.core.t1_fit.fit_slice`; phase images with TIs (``image_type``
+PHASE, e.g. the scanner's phase series) give the polarity where every IR image of a slice has one. A T1
+map already in the input is left alone.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from pathlib import Path
 
 import ismrmrd
 
+from vne_inline.adapters.scans import Scan, read_scans
 from vne_inline.core.roles import Role, RoleRules, classify, inversion_time_ms
 from vne_inline.core.slices import same_plane
 from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, FittedT1, fit_slice, quality_records
 from vne_inline.io.header import parse_header
-from vne_inline.io.mrd_file import read_file, write_file
+from vne_inline.io.mrd_file import write_file
 from vne_inline.io.records import ImageRecord
 
-__all__ = ["FittedSlice", "fit_ir_file", "write_t1_file"]
+__all__ = ["FittedSlice", "IrFit", "fit_ir_source", "write_t1_file", "write_t1_dicom"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,15 @@ class FittedSlice:
     slice: int
     fitted: FittedT1 | None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class IrFit:
+    """The fitted slices of one source, with the header and scans they came from."""
+
+    header_xml: str | None
+    slices: list[FittedSlice]
+    scans: list[Scan]
 
 
 def _slices(records: list[ImageRecord]) -> list[list[ImageRecord]]:
@@ -46,19 +57,22 @@ def _slices(records: list[ImageRecord]) -> list[list[ImageRecord]]:
     return groups
 
 
-def fit_ir_file(path: str | Path, scheme: str | None = None, method: str = "auto",
-                series_index: int = DEFAULT_T1_SERIES, min_r_squared: float = 0.0,
-                rules: RoleRules = RoleRules()) -> tuple[str | None, list[FittedSlice]]:
-    """(header XML, one :class:`FittedSlice` per IR slice plane). ValueError when the file cannot be
-    read or holds no IR-weighted images."""
-    mrd = read_file(path)
+def _phases(header_xml: str | None) -> int:
     try:
-        phases = parse_header(mrd.header_xml).n_phases
+        return parse_header(header_xml).n_phases
     except ValueError:
-        phases = 1
-    records = mrd.records()
-    ir = [r for r in records if classify(r, rules, phases) is Role.IR]
-    phase_images = [r for r in records if r.image_type == ismrmrd.IMTYPE_PHASE and inversion_time_ms(r) is not None]
+        return 1
+
+
+def fit_ir_source(path: str | Path, scheme: str | None = None, method: str = "auto",
+                  series_index: int = DEFAULT_T1_SERIES, min_r_squared: float = 0.0,
+                  rules: RoleRules = RoleRules()) -> IrFit:
+    """One :class:`FittedSlice` per IR slice plane of an ISMRMRD file or a DICOM folder. ValueError when
+    it cannot be read or holds no IR-weighted images."""
+    scans = read_scans(path, rules)
+    records = [(r, _phases(scan.header_xml)) for scan in scans for r in scan.records]
+    ir = [r for r, phases in records if classify(r, rules, phases) is Role.IR]
+    phase_images = [r for r, _ in records if r.image_type == ismrmrd.IMTYPE_PHASE and inversion_time_ms(r) is not None]
     if not ir:
         raise ValueError(f"{Path(path).name}: no IR-weighted images (images with an inversion time)")
     out = []
@@ -68,7 +82,8 @@ def fit_ir_file(path: str | Path, scheme: str | None = None, method: str = "auto
                                                              phase_images)))
         except ValueError as exc:
             out.append(FittedSlice(group[0].slice, None, str(exc)))
-    return mrd.header_xml, out
+    header = next(scan.header_xml for scan in scans if any(r is ir[0] for r in scan.records))
+    return IrFit(header, out, scans)
 
 
 def write_t1_file(path: str | Path, header_xml: str | None, slices: list[FittedSlice]) -> dict[str, int]:
@@ -80,3 +95,19 @@ def write_t1_file(path: str | Path, header_xml: str | None, slices: list[FittedS
     if not records:
         raise ValueError("no slice could be fitted")
     return write_file(path, header_xml, records)
+
+
+def write_t1_dicom(directory: str | Path, fit: IrFit) -> int:
+    """Write the fitted maps as DICOM MR images into `directory` (the inputs must be DICOM or converted
+    from it); the number written. ValueError when a map cannot be written (the reason in one line)."""
+    from vne_inline.adapters.dicom_output import DicomOutput
+
+    output = DicomOutput()
+    for scan in fit.scans:
+        output.add(scan.records, scan.header_xml, scan.series)
+    maps = [s.fitted.record for s in fit.slices if s.fitted is not None]
+    if not maps:
+        raise ValueError("no slice could be fitted")
+    for record in maps:
+        output.write(record, directory)
+    return len(maps)

@@ -85,8 +85,9 @@ def replay(
                                                 "replayed in this order.")],
     out: Annotated[Path, typer.Option(help="Output ISMRMRD file (not one of the inputs): every output image, "
                                       "groups image_<series>.")],
-    dicom_out: Annotated[Path | None, typer.Option(help="Also write each VNE as a DICOM MR image into this "
-                                                   "folder (one new series per T1 series).")] = None,
+    dicom_out: Annotated[Path | None, typer.Option(help="Also write each VNE, and each T1 map fitted from IR "
+                                                   "images, as a DICOM MR image into this folder (one new series "
+                                                   "per T1 series).")] = None,
     model: ModelOption = None,
     backend: BackendOption = "auto",
     threads: ThreadsOption = None,
@@ -114,10 +115,11 @@ def replay(
     console.print(f"{sum(len(r.outputs) for r in results)} images ({made} VNE) written to {out}")
     failures: list[str] = []
     if dicom_out is not None:
-        written, failures = write_dicom_vne(results, dicom_out)
+        written, fitted, failures = write_dicom_vne(results, dicom_out)
         for line in failures:
             console.print(f"[yellow]not written as DICOM: {line}", highlight=False)
-        console.print(f"{written} VNE DICOM files written to {dicom_out}")
+        maps = f" and {fitted} fitted T1 map{'s' * (fitted != 1)}" if fitted else ""
+        console.print(f"{written} VNE{maps} written as DICOM to {dicom_out}")
     dicom_failed = dicom_out is not None and bool(failures)
     if (line := no_vne_line(results)) is not None:
         raise fail(line, 3)
@@ -127,25 +129,30 @@ def replay(
         raise fail("VNE made but not all written as DICOM (reasons above)", 1)
 
 
-def write_dicom_vne(results, directory: Path) -> tuple[int, list[str]]:
-    """Write every VNE of the replay `results` as DICOM into `directory`: (files written, one line per failure)."""
+def write_dicom_vne(results, directory: Path) -> tuple[int, int, list[str]]:
+    """Write every VNE and fitted T1 map of the replay `results` as DICOM into `directory`: (VNE written,
+    fitted maps written, one line per failure)."""
     from vne_inline.adapters.dicom_output import DicomOutput
+    from vne_inline.core.t1_fit import is_fitted_map
 
     output = DicomOutput()
     for result in results:
         if result.scan is not None:
             output.add(result.scan.records, result.header_xml, result.scan.series)
-    written, failures = 0, []
+    written, fitted, failures = 0, 0, []
     for result in results:
-        for record in result.outputs:
-            if record.meta_str("GADGETRON_DataRole") != "VNE":
+        for record in result.outputs:  # a fitted T1 map comes before the VNE made from it
+            is_map = is_fitted_map(record)
+            if record.meta_str("GADGETRON_DataRole") != "VNE" and not is_map:
                 continue
             try:
                 output.write(record, directory)
-                written += 1
             except (ValueError, OSError) as exc:
                 failures.append(str(exc))
-    return written, failures
+                continue
+            fitted += is_map
+            written += not is_map
+    return written, fitted, failures
 
 
 # ---------------------------------------------------------------------------- demo

@@ -30,6 +30,11 @@ def dicom_node(
     max_pdu: Annotated[int, typer.Option(min=0, help="Maximum PDU size received (bytes; 0: unlimited).")] = 65536,
     series_idle: Annotated[float, typer.Option(min=0.5, help="A series with no new image for this long is "
                                                "processed even if its association stays open (s).")] = 15.0,
+    t1_maps: Annotated[str, typer.Option(help="scanner: use the scanner's T1 maps, fitting one only for IR images "
+                                         "whose map series has not come within --map-wait; fit: always fit the maps "
+                                         "from the IR images; off: never fit.")] = "scanner",
+    map_wait: Annotated[float, typer.Option(min=0.0, help="How long IR images wait for their T1-map series before "
+                                            "a map is fitted (s; t1-maps scanner).")] = 30.0,
     network_timeout: Annotated[float, typer.Option(min=1.0, help="Close an idle association after this long (s).")]
     = 120.0,
     shutdown_timeout: Annotated[float, typer.Option(min=0.0, help="On SIGTERM, let open associations finish for "
@@ -48,9 +53,9 @@ def dicom_node(
         destination = None if forward is None else Destination.parse(forward)
         config = NodeConfig(spool=spool or default_store_dir().parent / "dicom-node", host=host, port=port,
                             ae_title=ae_title, forward=destination, max_pdu=max_pdu, series_idle_s=series_idle,
-                            network_timeout_s=network_timeout, shutdown_timeout_s=shutdown_timeout)
+                            map_wait_s=map_wait, network_timeout_s=network_timeout, shutdown_timeout_s=shutdown_timeout)
         loaded = load_backend(backend, None if model is None else str(model), threads)
-        props = {"store_dir": "" if store is None else str(store)}
+        props = {"store_dir": "" if store is None else str(store), "t1_maps": t1_maps}
         node = DicomNode(config, props, backend=loaded).start()
     except (BackendError, ValueError, OSError) as exc:
         typer.echo(f"cannot start the DICOM node: {exc}", err=True)

@@ -1,4 +1,5 @@
-"""`vne-inline t1map`: T1 maps fitted from the IR-weighted images of an ISMRMRD file (offline, for physicists)."""
+"""`vne-inline t1map`: T1 maps fitted from the IR-weighted images of an ISMRMRD file or a DICOM folder
+(offline, for physicists)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from vne_inline.cli.app import app
 
 @app.command("t1map")
 def t1map_command(
-    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ISMRMRD file with the IR-weighted images "
-                                           "(TI in the meta), in the order the scanner sent them.")],
+    source: Annotated[Path, typer.Argument(exists=True, help="ISMRMRD file with the IR-weighted images (TI in the "
+                                           "meta), in the order the scanner sent them, or a DICOM folder of them.")],
     out: Annotated[Path, typer.Option("--out", help="Output ISMRMRD file: T1 map (ms), R^2 and invalid-pixel "
                                       "series per slice.")],
+    dicom_out: Annotated[Path | None, typer.Option(help="Also write each map as a DICOM MR image (uint16 ms) into "
+                                                   "this folder, in the IR series' study (DICOM input).")] = None,
     png: Annotated[Path | None, typer.Option(help="Figure of the maps with a colour bar in ms "
                                              "(default: OUT with .png).")] = None,
     scheme: Annotated[str, typer.Option(help="Sampling: auto (from the order of the TIs), shmolli, molli-533, "
@@ -32,7 +35,7 @@ def t1map_command(
     from rich.console import Console
     from rich.table import Table
 
-    from vne_inline.adapters.t1map_offline import fit_ir_file, write_t1_file
+    from vne_inline.adapters.t1map_offline import fit_ir_source, write_t1_dicom, write_t1_file
     from vne_inline.physics.t1_mapping import METHODS, resolve_scheme
     from vne_inline.viz.t1map_figure import t1map_figure
 
@@ -43,10 +46,11 @@ def t1map_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scheme") from exc
     try:
-        header, slices = fit_ir_file(source, None if scheme == "auto" else scheme, method, series, min_r2)
+        result = fit_ir_source(source, None if scheme == "auto" else scheme, method, series, min_r2)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    header, slices = result.header_xml, result.slices
     table = Table(title=f"T1 maps of {source.name}")
     for column in ("slice", "fit", "valid pixels", "median T1 ms", "median R^2", "fit ms"):
         table.add_column(column, justify="left" if column == "fit" else "right")
@@ -67,6 +71,12 @@ def t1map_command(
     figure = t1map_figure(png or out.with_suffix(".png"),
                           [(s.slice, s.fitted.fit) for s in slices if s.fitted is not None], source.name)
     typer.echo(f"wrote {out} ({', '.join(f'{k}: {v}' for k, v in counts.items())}) and {figure}")
+    if dicom_out is not None:
+        try:
+            typer.echo(f"wrote {write_t1_dicom(dicom_out, result)} T1 map(s) as DICOM to {dicom_out}")
+        except (ValueError, OSError) as exc:
+            typer.echo(f"error: T1 maps not written as DICOM: {exc}", err=True)
+            raise typer.Exit(1) from exc
     if any(s.fitted is None for s in slices):
         raise typer.Exit(1)
 

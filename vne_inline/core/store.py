@@ -39,9 +39,11 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 import uuid
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,11 @@ _SLICE_NAME = re.compile(r"^(cine|t1)-[\w-]+\.npz$")
 #: The arrays read to list a study's entries (never the pixel data).
 _INDEX_KEYS = (*(f"geom_{n}" for n in (*_GEOMETRY_FIELDS, "matrix")), "arrival")
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: Index (geometry, arrival) of entries already read, keyed by path, valid while the file's inode,
+#: modification time and size are unchanged (entries are replaced by rename, never edited in place).
+_INDEX_CACHE: OrderedDict[str, tuple[tuple[int, int, int], SliceGeometry, str]] = OrderedDict()
+_INDEX_CACHE_SIZE = 4096
+_INDEX_LOCK = threading.Lock()
 #: What a damaged npz/json raises on reading.
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
@@ -519,8 +526,7 @@ class StudyStore:
         with self.locked():
             for path in sorted(self.path.glob(f"{kind}-*.npz")):
                 try:
-                    z = self._load(path.name, _INDEX_KEYS)
-                    out.append((path.stem[len(kind) + 1:], _geometry_from(z), str(z.get("arrival", ""))))
+                    out.append((path.stem[len(kind) + 1:], *self._index(path)))
                 except BadEntry:
                     continue
                 except FileNotFoundError:
@@ -528,6 +534,23 @@ class StudyStore:
                 except _UNREADABLE as exc:  # readable npz, bad geometry
                     self._quarantine(path, exc)
         return out
+
+    def _index(self, path: Path) -> tuple[SliceGeometry, str]:
+        """(geometry, arrival or '') of one entry, from the index cache while the file is unchanged."""
+        st = os.lstat(path)
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with _INDEX_LOCK:
+            hit = _INDEX_CACHE.get(str(path))
+            if hit is not None and hit[0] == version:
+                _INDEX_CACHE.move_to_end(str(path))
+                return hit[1], hit[2]
+        z = self._load(path.name, _INDEX_KEYS)
+        geometry, arrival = _geometry_from(z), str(z.get("arrival", ""))
+        with _INDEX_LOCK:
+            _INDEX_CACHE[str(path)] = (version, geometry, arrival)
+            while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+                _INDEX_CACHE.popitem(last=False)
+        return geometry, arrival
 
     def purge(self, cutoff: float) -> int:
         """Remove entries last written before `cutoff` (epoch s); remove the directory if none is left."""

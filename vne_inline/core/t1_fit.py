@@ -23,13 +23,15 @@ from vne_inline.core.slices import same_plane
 from vne_inline.io.records import ImageRecord, MetaValue
 from vne_inline.physics.t1_mapping import T1Map, fit_t1_map
 
-__all__ = ["FittedT1", "fit_slice", "map_record", "quality_records", "phase_radians", "DEFAULT_T1_SERIES", "T1_WINDOW_MS",
+__all__ = ["FittedT1", "fit_slice", "map_record", "is_fitted_map", "FIT_HISTORY", "quality_records", "phase_radians", "DEFAULT_T1_SERIES", "T1_WINDOW_MS",
            "R2_ROLE", "INVALID_ROLE"]
 
 #: Default `image_series_index` of fitted T1 maps (next to the VNE's default 99).
 DEFAULT_T1_SERIES = 98
 #: Display window (centre, width) in ms: native myocardium to blood at 1.5 and 3 T.
 T1_WINDOW_MS = (1300.0, 1800.0)
+#: ``GADGETRON_ImageProcessingHistory`` of a fitted map (what tells it from a scanner's map).
+FIT_HISTORY = "T1FIT"
 #: DataRole of the goodness-of-fit (R^2) and invalid-pixel images (classified ``other``, never inputs).
 R2_ROLE, INVALID_ROLE = "T1FitR2", "T1FitInvalid"
 
@@ -60,7 +62,7 @@ def map_record(fit: T1Map, like: ImageRecord, series_index: int) -> ImageRecord:
         "DataRole": "T1",
         "GADGETRON_SeqDescription": f"{_description(like)}_T1FIT",
         "SequenceDescriptionAdditional": "T1FIT",
-        "GADGETRON_ImageProcessingHistory": "T1FIT",
+        "GADGETRON_ImageProcessingHistory": FIT_HISTORY,
         "GADGETRON_ImageComment": fit.comment,
         "ImageComment": fit.comment,
         "ImageComments": fit.comment,
@@ -71,6 +73,11 @@ def map_record(fit: T1Map, like: ImageRecord, series_index: int) -> ImageRecord:
         "Keep_image_geometry": "1",
     }
     return ImageRecord(data=fit.t1_ms.astype(np.float32)[None, None], head=head, meta=meta)
+
+
+def is_fitted_map(record: ImageRecord) -> bool:
+    """True for a T1 map made by :func:`map_record` (not one from the scanner)."""
+    return record.meta_str("GADGETRON_ImageProcessingHistory") == FIT_HISTORY
 
 
 def quality_records(fit: T1Map, t1_map: ImageRecord) -> list[ImageRecord]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ismrmrd
@@ -41,7 +41,7 @@ from vne_inline.io.records import ImageRecord
 
 __all__ = [
     "MR_IMAGE_STORAGE", "ENHANCED_MR_IMAGE_STORAGE", "IMAGE_SOP_CLASSES", "DicomSeries", "DicomFolder",
-    "read_dicom_folder", "series_from_datasets",
+    "read_dicom_folder", "series_from_parsed", "parse_instance", "ParsedInstance",
     "is_dicom_folder", "dicom_files",
 ]
 
@@ -84,7 +84,8 @@ def _strings(value) -> list[str]:
 
 @dataclass
 class _Frame:
-    """One 2-D image of a file: pixels (rescaled), geometry, timing and identity."""
+    """One 2-D image of a file: pixels (rescaled), geometry, timing and identity; `order` sorts a series:
+    (InstanceNumber, the file's place in the series, the frame's acquisition order in the file)."""
 
     pixels: np.ndarray
     geometry: SliceGeometry
@@ -110,7 +111,7 @@ def _rescaled(pixels: np.ndarray, slope: float | None, intercept: float | None) 
     return pixels
 
 
-def _classic_frames(ds: Dataset, pixels: np.ndarray, order: int) -> list[_Frame]:
+def _classic_frames(ds: Dataset, pixels: np.ndarray) -> list[_Frame]:
     for name in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if name not in ds:
             raise ValueError(f"no {name}")
@@ -124,11 +125,11 @@ def _classic_frames(ds: Dataset, pixels: np.ndarray, order: int) -> list[_Frame]
     return [_Frame(
         pixels=_rescaled(pixels, _float(ds.get("RescaleSlope")), _float(ds.get("RescaleIntercept"))),
         geometry=g, ti_ms=ti, trigger_ms=_float(ds.get("TriggerTime")), image_type=_strings(ds.get("ImageType")),
-        comment=comment, order=(int(ds.get("InstanceNumber") or 0), order, 0), sop_uid=str(ds.SOPInstanceUID),
+        comment=comment, order=(int(ds.get("InstanceNumber") or 0), 0, 0), sop_uid=str(ds.SOPInstanceUID),
         sop_class=str(ds.SOPClassUID), frame_number=None)]
 
 
-def _enhanced_frames(ds: Dataset, pixels: np.ndarray, order: int) -> list[_Frame]:
+def _enhanced_frames(ds: Dataset, pixels: np.ndarray) -> list[_Frame]:
     n = int(ds.get("NumberOfFrames") or 1)
     pixels = pixels.reshape(n, int(ds.Rows), int(ds.Columns))
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [None] * n)
@@ -161,12 +162,12 @@ def _enhanced_frames(ds: Dataset, pixels: np.ndarray, order: int) -> list[_Frame
         out.append(_Frame(
             pixels=_rescaled(pixels[k], slope, intercept), geometry=g, ti_ms=ti, trigger_ms=trigger,
             image_type=types, comment=comment,
-            order=(int(ds.get("InstanceNumber") or 0), order, acquisition * 100000 + k),
+            order=(int(ds.get("InstanceNumber") or 0), 0, acquisition * 100000 + k),
             sop_uid=str(ds.SOPInstanceUID), sop_class=str(ds.SOPClassUID), frame_number=k + 1))
     return out
 
 
-def _frames(ds: Dataset, order: int) -> list[_Frame]:
+def _frames(ds: Dataset) -> list[_Frame]:
     """Every 2-D image of one dataset (ValueError with a one-line reason when unusable)."""
     if int(ds.get("SamplesPerPixel") or 1) != 1:
         raise ValueError("colour (RGB) image")
@@ -177,8 +178,8 @@ def _frames(ds: Dataset, order: int) -> list[_Frame]:
     except Exception as exc:  # pydicom raises several types for missing or undecodable pixel data
         raise ValueError(f"pixel data not readable ({type(exc).__name__})") from exc
     if str(ds.SOPClassUID) == ENHANCED_MR_IMAGE_STORAGE:
-        return _enhanced_frames(ds, pixels, order)
-    return _classic_frames(ds, pixels, order)
+        return _enhanced_frames(ds, pixels)
+    return _classic_frames(ds, pixels)
 
 
 # ---------------------------------------------------------------------------- series
@@ -285,42 +286,62 @@ def _header_only(ds: Dataset) -> Dataset:
                     and elem.keyword != "PerFrameFunctionalGroupsSequence"})
 
 
-def series_from_datasets(datasets: Iterable[Dataset]) -> tuple[list[DicomSeries], list[str]]:
-    """Group datasets by SeriesInstanceUID into series (in acquisition order); also the one-line
-    reasons for every dataset left out (not an MR image, no geometry, pixel data not readable)."""
-    groups: dict[str, list[Dataset]] = {}
-    skipped: list[str] = []
-    for ds in datasets:
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class not in IMAGE_SOP_CLASSES:
-            name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "no SOP class"
-            skipped.append(f"instance of {name}: not an MR image, passed over")
-            continue
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
-    out = []
+@dataclass
+class ParsedInstance:
+    """One MR image file decoded for a series: its header without pixel data, its 2-D images, or the
+    one-line reason it is left out (``problem``)."""
+
+    header: Dataset
+    frames: list[_Frame]
+    problem: str | None = None
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.header.get("SeriesInstanceUID", ""))
+
+
+def parse_instance(ds: Dataset) -> ParsedInstance:
+    """Decode one MR Image Storage or Enhanced MR Image Storage dataset (ValueError for any other SOP
+    class); an image that cannot be used keeps its reason in ``problem``."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class not in IMAGE_SOP_CLASSES:
+        name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "no SOP class"
+        raise ValueError(f"instance of {name}: not an MR image, passed over")
+    try:
+        return ParsedInstance(_header_only(ds), _frames(ds))
+    except ValueError as exc:
+        return ParsedInstance(_header_only(ds), [], str(exc))
+
+
+def series_from_parsed(instances: Iterable[ParsedInstance]) -> tuple[list[DicomSeries], list[str]]:
+    """Series (in acquisition order) from decoded instances, and the reasons for images left out. Within a
+    series images are ordered by InstanceNumber, then by their place in `instances`."""
+    groups: dict[str, list[ParsedInstance]] = {}
+    for p in instances:
+        groups.setdefault(p.series_uid, []).append(p)
+    out, skipped = [], []
     for n, (uid, members) in enumerate(groups.items()):
-        first = members[0]
+        first = members[0].header
         number = int(first.get("SeriesNumber") or n + 1)
         description = str(first.get("SeriesDescription", "") or "")
         frames: list[_Frame] = []
         notes: list[str] = []
         seen: set[str] = set()
-        for k, ds in enumerate(members):
-            uid_k = str(ds.get("SOPInstanceUID", ""))
+        for k, p in enumerate(members):
+            uid_k = str(p.header.get("SOPInstanceUID", ""))
             if uid_k in seen:
                 continue  # the same instance twice (a re-sent or copied file)
-            try:
-                frames += _frames(ds, k)
-                seen.add(uid_k)
-            except ValueError as exc:
-                notes.append(f"series {number}: image {ds.get('InstanceNumber', k + 1)} left out: {exc}")
+            if p.problem is not None:
+                notes.append(f"series {number}: image {p.header.get('InstanceNumber', k + 1)} left out: {p.problem}")
+                continue
+            seen.add(uid_k)
+            frames += [replace(f, order=(f.order[0], k, f.order[2])) for f in p.frames]
         skipped += notes
         if not frames:
             continue
         records = _records(frames, number, description, uid)
         time = str(first.get("SeriesTime", "") or first.get("AcquisitionTime", "") or "")
-        out.append(DicomSeries(uid, number, description, _header_xml(first, records), records,
-                               _header_only(first), time, notes))
+        out.append(DicomSeries(uid, number, description, _header_xml(first, records), records, first, time, notes))
     out.sort(key=lambda s: (s.time, s.number))
     return out, skipped
 
@@ -371,7 +392,8 @@ class DicomFolder:
 def read_dicom_folder(folder: str | Path) -> DicomFolder:
     """Read every DICOM file under `folder`; ValueError when it holds no readable MR image."""
     folder = Path(folder)
-    datasets, skipped = [], []
+    parsed: list[ParsedInstance] = []
+    skipped: list[str] = []
     for path in dicom_files(folder):
         try:
             with warnings.catch_warnings():
@@ -383,8 +405,11 @@ def read_dicom_folder(folder: str | Path) -> DicomFolder:
         if "SOPClassUID" not in ds:
             skipped.append(f"{path.name}: not readable as DICOM (no SOP class)")
             continue
-        datasets.append(ds)
-    series, left_out = series_from_datasets(datasets)
+        try:
+            parsed.append(parse_instance(ds))
+        except ValueError as exc:
+            skipped.append(str(exc))
+    series, left_out = series_from_parsed(parsed)
     skipped += left_out
     if not series:
         reason = f" ({skipped[0]}{' ...' if len(skipped) > 1 else ''})" if skipped else ""

@@ -74,6 +74,11 @@ class SourceImage:
         frame = record.meta_float("DicomFrameNumber")
         return cls(sop_class, uid, None if frame is None else int(frame))
 
+    @classmethod
+    def of_dataset(cls, ds: Dataset) -> SourceImage:
+        """The identity of a single-frame instance."""
+        return cls(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+
 
 def encode_uint16(image: np.ndarray, slope: float | None = None) -> tuple[np.ndarray, float, float]:
     """(stored uint16, RescaleSlope, RescaleIntercept) with ``stored * slope + intercept ~ image``.
@@ -223,6 +228,23 @@ def vne_dataset(
         ["DERIVED", "SECONDARY", "OTHER", "VNE"], t1_reference, slope=1.0, window=window, comment=comment,
         sources=sources,
         derivation="Virtual Native Enhancement: neural network from native cine, T1-mapping IR images and T1 map",
+        extra={"BurnedInAnnotation": "NO", "LossyImageCompression": "00"},
+    )
+
+
+def fitted_map_dataset(
+    t1_map: ImageRecord, ir_reference: Dataset, series: SeriesInfo, instance_number: int,
+    sources: Sequence[SourceImage],
+) -> FileDataset:
+    """A T1 map fitted from IR-weighted images (float ms) as a derived MR image of the IR series' study:
+    uint16 in ms (RescaleSlope 1, as scanners store maps), ImageType ``T1 MAP``, the fit in ImageComments."""
+    center = t1_map.meta_float("WindowCenter", 1300.0)
+    width = t1_map.meta_float("WindowWidth", 1800.0)
+    comment = t1_map.meta_str("ImageComments") or "T1 map fitted from the IR-weighted images"
+    return mr_dataset(
+        np.clip(t1_map.pixels.astype(np.float32), 0, 65535), t1_map.geometry, ir_reference, series, instance_number,
+        ["DERIVED", "SECONDARY", "OTHER", "T1 MAP"], ir_reference, slope=1.0, window=(center, width),
+        comment=comment, sources=sources, derivation=f"T1 map fitted from the IR-weighted images: {comment}",
         extra={"BurnedInAnnotation": "NO", "LossyImageCompression": "00"},
     )
 

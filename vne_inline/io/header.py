@@ -7,6 +7,7 @@ returned by :func:`parse_header`, logged or used in file names: the study is key
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from dataclasses import dataclass
@@ -110,8 +111,14 @@ def parse_header(xml: str | bytes | None) -> ExamHeader:
         raise ValueError(f"ISMRMRD header of {len(xml)} characters is longer than {MAX_HEADER_CHARS}; not parsed")
     if isinstance(xml, bytes):
         xml = xml.rstrip(b"\0").decode("utf-8", errors="replace")
+    return _parsed(xml.rstrip("\0"))
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(xml: str) -> ExamHeader:
+    """`parse_header` of one XML text (cached: every connection and series of a scan sends the same header)."""
     try:
-        h = xsd.CreateFromDocument(xml.rstrip("\0"))
+        h = xsd.CreateFromDocument(xml)
     except Exception as exc:  # xsdata raises several types for bad XML
         raise ValueError(f"not a valid ISMRMRD header: {exc}") from exc
     study = h.studyInformation
