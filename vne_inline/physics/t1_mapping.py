@@ -8,9 +8,12 @@ else by trying the sign flip at every sample position in TI order) and fits:
   Look-Locker correction (:func:`.t1.fit_t1`; Messroghli et al., MRM 2004;52:141-146), i.e. the
   MOLLI T1 the scanners report, including MOLLI's known dependence on heart rate at long T1.
 * ShMOLLI-type sampling (one recovery beat): the recovery-model fit (:mod:`.t1_recovery`), which uses
-  every image and models the incomplete recovery before the later inversions. This is not ShMOLLI's
-  own conditional fit; it estimates the same quantity, the Look-Locker corrected T1 of a fully
-  recovered experiment.
+  every image and models the incomplete recovery before the later inversions, in two passes: the
+  three-parameter fit gives the slice's readout rate (the median of 1/T1* - d/T1 over its well-fitted
+  pixels, :func:`.t1_recovery.readout_rate`), then every pixel is fitted again with that rate fixed
+  (two parameters, :func:`.t1_recovery.fit_t1_fixed_rate`), which lowers the noise where the samples
+  barely constrain T1* (blood, long T1). This is not ShMOLLI's own conditional fit; it estimates the
+  same quantity, the Look-Locker corrected T1 of a fully recovered experiment.
 * TIs in TI order with no scheme named (acquisition order unknown): the standard fit of all images.
 
 Each map comes with R^2, the RMS residual and a mask of invalid pixels.
@@ -33,11 +36,11 @@ from vne_inline.physics.ir_schemes import (
     scheme_for_groups,
 )
 from vne_inline.physics.t1 import T1Fit, fit_t1
-from vne_inline.physics.t1_recovery import fit_t1_recovery
+from vne_inline.physics.t1_recovery import fit_t1_fixed_rate, fit_t1_recovery, readout_rate
 
 __all__ = ["T1Map", "METHODS", "fit_t1_map", "signal_mask", "signed_from_phase", "resolve_scheme"]
 
-METHODS = ("auto", "standard", "recovery")
+METHODS = ("auto", "standard", "recovery", "recovery-3p")
 
 #: Pixels whose brightest IR image is below this fraction of the image's 99th percentile are not fitted
 #: (air, most of the lung): they would give noise-driven T1 values. The synthetic exams' maps use the
@@ -151,7 +154,8 @@ def fit_t1_map(
     phase-sensitive polarity restoration. scheme: None/"auto" (inversions from the order of the TIs)
     or a name of :data:`~.ir_schemes.SCHEMES`; needed for the recovery model when the images come in
     TI order. method: "auto" (recovery model for ShMOLLI-type sampling, standard otherwise), "standard"
-    (three-parameter fit of all images) or "recovery". rr_ms: the RR interval for the gaps between
+    (three-parameter fit of all images), "recovery" (the recovery model in two passes, the readout rate
+    of the slice fixed in the second) or "recovery-3p" (its first pass only: three parameters per pixel). rr_ms: the RR interval for the gaps between
     inversions (default: from the TIs). mask: "auto" (:func:`signal_mask`), a boolean array or None
     (all pixels). Pixels with R^2 below `min_r_squared` are marked invalid. threads: pixel blocks fitted
     in parallel (numpy releases the GIL in its array loops; default: the CPU count, at most 4).
@@ -183,7 +187,7 @@ def fit_t1_map(
         method = "recovery" if known is not None and min(known.recovery_beats, default=3) < 2 else "standard"
     polarity = "phase-sensitive polarity" if not magnitude else "magnitude, polarity restored by sign-flip search"
     where = f"{known.name}, " if known is not None else ""
-    if method == "recovery":
+    if method in ("recovery", "recovery-3p"):
         if known is None or known.images != tuple(np.bincount(groups)):
             raise ValueError("the recovery-model fit needs a known sampling scheme (name it, or send the "
                              "images in acquisition order)")
@@ -195,6 +199,12 @@ def fit_t1_map(
         fit = _in_threads(lambda yp, mp: fit_t1_recovery(yp, ti, groups, gaps, magnitude, mp, t1_bounds_ms),
                           y, mask, threads)
         name = f"recovery-model three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
+        rate = readout_rate(fit) if method == "recovery" else None
+        if rate is not None:
+            fit = _in_threads(lambda yp, mp: fit_t1_fixed_rate(yp, ti, groups, gaps, rate, magnitude, mp, t1_bounds_ms),
+                              y, mask, threads)
+            name = (f"recovery-model fit with Look-Locker correction, readout rate of the slice "
+                    f"({1000 * rate:.2f}/s) fixed ({where}{ti.size} images, {polarity})")
     else:
         fit = _in_threads(lambda yp, mp: fit_t1(yp, ti, magnitude, mp, t1_bounds_ms), y, mask, threads)
         name = f"three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"

@@ -29,7 +29,7 @@ import numpy as np
 
 from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit, scattered_fit
 
-__all__ = ["recovery_model", "fit_t1_recovery"]
+__all__ = ["recovery_model", "fit_t1_recovery", "readout_rate", "fit_t1_fixed_rate"]
 
 _X_LIMITS = (np.log(5.0), np.log(20000.0))  # ln T1* (ms)
 _R_LIMITS = (-3.0, 3.0)  # ln(B/A - 1) = ln(T1/T1*)
@@ -246,3 +246,76 @@ def fit_t1_recovery(
         good = np.isfinite(t1) & (t1 >= lo) & (t1 <= hi) & np.isfinite(rss) & (a > 0 if magnitude else a != 0)
 
     return scattered_fit(n, trailing, idx[good], good, t1, a, b, np.exp(x), np.sqrt(rss / k), p_null, r2)
+
+
+def readout_rate(fit: T1Fit, inversion_efficiency: float = INVERSION_EFFICIENCY, min_r_squared: float = 0.98,
+                 t1_range_ms: tuple[float, float] = (300.0, 2500.0), min_pixels: int = 50) -> float | None:
+    """The slice's readout rate c = 1/T1* - d/T1 (per ms: the continuous-readout Look-Locker relation
+    1/T1* = 1/T1_true + c with T1_true = T1/d), the median over the well-fitted pixels of a
+    three-parameter recovery fit; None when fewer than `min_pixels` qualify or the median is not positive.
+    The readouts' flip angle, spacing and count set c, the same for every pixel of a slice (up to B1)."""
+    ok = (np.isfinite(fit.t1_ms) & np.isfinite(fit.t1_star_ms) & (fit.r_squared >= min_r_squared)
+          & (fit.t1_ms >= t1_range_ms[0]) & (fit.t1_ms <= t1_range_ms[1]))
+    if np.count_nonzero(ok) < min_pixels:
+        return None
+    c = float(np.median(1.0 / fit.t1_star_ms[ok] - inversion_efficiency / fit.t1_ms[ok]))
+    return c if np.isfinite(c) and c > 0 else None
+
+
+def fit_t1_fixed_rate(
+    images: np.ndarray,
+    ti_ms: np.ndarray,
+    groups: np.ndarray,
+    gaps_ms: np.ndarray,
+    rate_per_ms: float,
+    magnitude: bool = True,
+    mask: np.ndarray | None = None,
+    t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
+    inversion_efficiency: float = INVERSION_EFFICIENCY,
+    n_grid: int = 256,
+) -> T1Fit:
+    """The recovery model with the readout rate fixed (:func:`readout_rate`): two parameters per pixel,
+    A (linear) and T1, so T1* = 1 / (d/T1 + c). T1 from a log grid of model curves (|curve| for magnitude
+    data, A > 0), refined by a parabola through the grid minimum of the residual; pixels at a grid end
+    are invalid. Fewer free parameters than the three-parameter fit: lower noise where the samples
+    barely constrain T1* (blood, long T1). Arguments and result as :func:`fit_t1_recovery`."""
+    y_all = np.asarray(images, dtype=np.float64)
+    ti = np.asarray(ti_ms, dtype=np.float64).reshape(-1)
+    groups = np.asarray(groups, dtype=np.int64).reshape(-1)
+    k = y_all.shape[0]
+    trailing = y_all.shape[1:]
+    n = int(np.prod(trailing, dtype=np.int64))
+    y = y_all.reshape(k, n)
+    keep = np.all(np.isfinite(y), axis=0) & np.any(y != 0, axis=0)
+    if mask is not None:
+        keep &= np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
+    idx = np.flatnonzero(keep)
+    yv = y[:, idx]
+    d, c = float(inversion_efficiency), float(rate_per_ms)
+    grid = np.exp(np.linspace(np.log(t1_bounds_ms[0]), np.log(t1_bounds_ms[1]), n_grid))
+    x = -np.log(d / grid + c)
+    g, _ = recovery_model(np.ones_like(grid), x, np.log(grid) - x, ti, groups, np.asarray(gaps_ms, np.float64), d)
+    if magnitude:
+        g = np.abs(g)
+    gg = np.einsum("kg,kg->g", g, g)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        dot = g.T @ yv  # (G, n)
+        cost = np.where(dot > 0, -(dot**2) / gg[:, None], 0.0)  # RSS - |y|^2, A = dot / gg > 0
+        best = np.argmin(cost, axis=0)
+        cols = np.arange(idx.size)
+        b = np.clip(best, 1, n_grid - 2)
+        c0, c1, c2 = cost[b - 1, cols], cost[b, cols], cost[b + 1, cols]
+        curvature = c0 - 2 * c1 + c2
+        shift = np.clip(np.where(curvature > 0, 0.5 * (c0 - c2) / np.where(curvature > 0, curvature, 1.0), 0.0), -0.5, 0.5)
+        step = np.log(grid[1] / grid[0])
+        t1 = np.exp(np.log(grid[b]) + shift * step)
+        a = dot[best, cols] / gg[best]
+        rss = np.maximum(np.einsum("kn,kn->n", yv, yv) + cost[best, cols], 0.0)
+        t1_star = 1.0 / (d / t1 + c)
+        s, _ = recovery_model(a, np.log(t1_star), np.log(t1 / t1_star), ti, groups, np.asarray(gaps_ms, np.float64), d)
+        order = np.argsort(ti, kind="stable")
+        p_null = np.count_nonzero(s[order] < 0, axis=0)
+        r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
+        good = (best > 0) & (best < n_grid - 1) & (a > 0) & np.isfinite(t1)
+    return scattered_fit(n, trailing, idx[good], good, t1, a, a * (1.0 + t1 / t1_star), t1_star,
+                         np.sqrt(rss / k), p_null, r2)
