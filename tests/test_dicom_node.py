@@ -133,6 +133,20 @@ def test_ir_series_without_map_gets_fitted_maps_and_vne_after_the_wait(tmp_path,
     _check_geometry(orthanc, vne, folder)
 
 
+def test_ir_series_waiting_for_its_map_survives_a_restart(tmp_path, orthanc, exam, caplog):
+    folder, study = exam
+    caplog.set_level("INFO")
+    pacs = Destination("127.0.0.1", orthanc.dicom_port, orthanc.ae_title)
+    with _node(tmp_path, pacs, map_wait_s=60.0) as node:
+        assert _send(node, folder / "cine") + _send(node, folder / "ir") == 45
+        assert _wait(lambda: node.processed == 2)
+    assert node.forwarded == 0  # stopped while the IR series waited for its map
+    with _node(tmp_path, pacs, map_wait_s=0.5) as node:  # the pending IR series waits again, then is fitted
+        assert _wait(lambda: node.forwarded == 6)
+    made = [r.getMessage() for r in caplog.records if "VNE made" in r.getMessage()]
+    assert len(made) == 3 and all("fitted" in x for x in made)
+
+
 def test_restart_between_cine_and_t1_and_queue_survives_a_down_pacs(tmp_path, orthanc, exam):
     folder, study = exam
     with _node(tmp_path, Destination("127.0.0.1", orthanc.dicom_port, orthanc.ae_title)) as node:
