@@ -46,6 +46,8 @@ METHODS = ("auto", "standard", "recovery", "recovery-3p")
 #: (air, most of the lung): they would give noise-driven T1 values. The synthetic exams' maps use the
 #: same fraction, so fitted maps and theirs cover the same pixels.
 SIGNAL_FRACTION = 0.12
+#: Pixels of the three-parameter pass that finds a slice's readout rate (spread over the slice).
+RATE_SAMPLE_PIXELS = 4096
 #: Fewer pixels than this per thread are not worth a thread.
 _MIN_THREAD_PIXELS = 4096
 
@@ -117,6 +119,16 @@ def _in_threads(fit: Callable[[np.ndarray, np.ndarray | None], T1Fit], y: np.nda
         parts = list(pool.map(lambda lo_hi: fit(flat[:, lo_hi[0]:lo_hi[1]], None if m is None else m[lo_hi[0]:lo_hi[1]]),
                               zip(bounds[:-1], bounds[1:], strict=True)))
     return T1Fit(*(np.concatenate([getattr(p, f.name) for p in parts]).reshape(trailing) for f in fields(T1Fit)))
+
+
+def _rate_sample(y: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, None]:
+    """Images (K, m) of at most :data:`RATE_SAMPLE_PIXELS` pixels spread evenly over the fitted ones: the
+    three-parameter pass that finds the slice's readout rate needs no more."""
+    k, trailing = y.shape[0], y.shape[1:]
+    flat = y.reshape(k, -1)
+    where = np.arange(flat.shape[1]) if mask is None else np.flatnonzero(np.broadcast_to(np.asarray(mask, bool), trailing))
+    step = max(1, -(-where.size // RATE_SAMPLE_PIXELS))
+    return flat[:, where[::step]], None
 
 
 def _acquisition_order(ti: np.ndarray, scheme: IRScheme | None) -> tuple[np.ndarray, np.ndarray]:
@@ -196,15 +208,16 @@ def fit_t1_map(
             raise ValueError("cannot tell the RR interval from the TIs; give rr_ms")
         firsts = np.array([ti[groups == j].min() for j in range(groups.max() + 1)])
         gaps = known.gaps_ms(firsts, rr)
-        fit = _in_threads(lambda yp, mp: fit_t1_recovery(yp, ti, groups, gaps, magnitude, mp, t1_bounds_ms),
-                          y, mask, threads)
-        name = f"recovery-model three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
-        rate = readout_rate(fit) if method == "recovery" else None
+        three = lambda yp, mp: fit_t1_recovery(yp, ti, groups, gaps, magnitude, mp, t1_bounds_ms)  # noqa: E731
+        rate = readout_rate(three(*_rate_sample(y, mask))) if method == "recovery" else None
         if rate is not None:
             fit = _in_threads(lambda yp, mp: fit_t1_fixed_rate(yp, ti, groups, gaps, rate, magnitude, mp, t1_bounds_ms),
                               y, mask, threads)
             name = (f"recovery-model fit with Look-Locker correction, readout rate of the slice "
                     f"({1000 * rate:.2f}/s) fixed ({where}{ti.size} images, {polarity})")
+        else:
+            fit = _in_threads(three, y, mask, threads)
+            name = f"recovery-model three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
     else:
         fit = _in_threads(lambda yp, mp: fit_t1(yp, ti, magnitude, mp, t1_bounds_ms), y, mask, threads)
         name = f"three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"

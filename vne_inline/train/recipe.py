@@ -45,8 +45,8 @@ class Recipe:
     train_seed: int = 7100
     selection_patients: int = 30
     selection_seed: int = 7200
-    epochs: int = 45
-    select_from: int = 24
+    epochs: int = 40
+    select_from: int = 19
     select_every: int = 10
     batch_size: int = 8
     crop_size: int = 128
