@@ -414,13 +414,17 @@ class DicomNode:
         for s in folder.series:
             if s.uid in uids or not output.knows(s.uid):
                 output.add(s.records, s.header_xml, [s], key=s.uid)
-        made: list[ImageRecord] = []
-        for scan in scans:
+        for scan in scans:  # each VNE (and fitted map) goes to the outbox, and the forwarder, as soon as it is made
             session = self.core.open_session(scan.header_xml)
             for record in scan.records:
-                made += session.feed(record)[1:]
-            made += session.close()
-        for image in made:  # fitted T1 maps come before the VNE made from them
+                self._queue(output, session.feed(record)[1:])
+            self._queue(output, session.close())
+        log.debug("%d series processed in %.0f ms", len(fresh), 1000 * (time.perf_counter() - started))
+
+    def _queue(self, output: DicomOutput, images: list[ImageRecord]) -> None:
+        """Write the VNE and fitted T1 maps among a session's new `images` to the outbox and wake the forwarder
+        (fitted maps come before the VNE made from them)."""
+        for image in images:
             fitted = is_fitted_map(image)
             if not fitted and classify(image, self.core.config.rules) is not Role.VNE:
                 continue
@@ -429,7 +433,8 @@ class DicomNode:
                 _write_atomic(ds, self._outbox / f"{time.time_ns()}-{_digest(ds.SOPInstanceUID, 12)}.dcm")
             except (ValueError, OSError) as exc:
                 log.warning("T1 slice %d: %s not written as DICOM: %s", image.slice, "fitted T1 map" if fitted else "VNE", exc)
-        log.debug("%d series processed in %.0f ms", len(fresh), 1000 * (time.perf_counter() - started))
+                continue
+            self._wake_forwarder.set()
 
     def _without_map(self, scan) -> bool:
         """True for a scan of IR-weighted images that brought no T1 map."""

@@ -82,7 +82,8 @@ def dicom_scans(folder: DicomFolder, rules: RoleRules = RoleRules()) -> list[Sca
         used.update(id(r) for _, r in mine)
         used.update(id(r) for r in s.records)
         sources = list({id(src): src for src, _ in mine}.values())
-        scans.append(Scan(" + ".join(x.name for x in [*sources, s]), s.header_xml,
+        header = sources[0].header_xml if sources else s.header_xml  # the IR series' announces its images per plane
+        scans.append(Scan(" + ".join(x.name for x in [*sources, s]), header,
                           [r for _, r in mine] + s.records, [*sources, s]))
     for s in folder.series:
         if any(scan.series[-1] is s for scan in scans):

@@ -254,7 +254,7 @@ def _header_xml(ds: Dataset, records: list[ImageRecord]) -> str:
                                                                    z=float(g.fov[2])))
     limit = lambda values: xsd.limitType(minimum=0, maximum=max(values, default=0), center=0)  # noqa: E731
     limits = xsd.encodingLimitsType(slice=limit(r.slice for r in records), phase=limit(r.phase for r in records),
-                                    set=xsd.limitType(minimum=0, maximum=0, center=0))
+                                    set=limit(r.set for r in records))  # IR images per plane: a T1 slice completes with its last
     field_t = _float(ds.get("MagneticFieldStrength"))
     header = xsd.ismrmrdHeader(
         version=2,

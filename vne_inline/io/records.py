@@ -86,7 +86,13 @@ class ImageRecord:
     # ------------------------------------------------------------------ convenience
     @property
     def geometry(self) -> SliceGeometry:
-        return SliceGeometry.from_header(self.head)
+        """The header's slice geometry (kept while the header's geometry fields stay the same)."""
+        h = self.head
+        key = (*h.position, *h.read_dir, *h.phase_dir, *h.slice_dir, *h.field_of_view, h.matrix_size[0], h.matrix_size[1])
+        cached = self.__dict__.get("_geometry")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_geometry"] = (key, SliceGeometry.from_header(h))
+        return cached[1]
 
     @property
     def pixels(self) -> np.ndarray:
