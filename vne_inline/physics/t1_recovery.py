@@ -188,6 +188,19 @@ def _average_null_polarity(y, a, x, r, rss, t1, args, n_iter):
     return out
 
 
+def _fitted_pixels(images: np.ndarray, mask: np.ndarray | None) -> tuple[tuple[int, ...], int, np.ndarray, np.ndarray]:
+    """(trailing shape, pixel count, flat indices of the pixels to fit, their samples (K, m)): finite,
+    not all zero, inside `mask`."""
+    k, trailing = images.shape[0], images.shape[1:]
+    n = int(np.prod(trailing, dtype=np.int64))
+    y = images.reshape(k, n)
+    keep = np.all(np.isfinite(y), axis=0) & np.any(y != 0, axis=0)
+    if mask is not None:
+        keep &= np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
+    idx = np.flatnonzero(keep)
+    return trailing, n, idx, y[:, idx]
+
+
 def fit_t1_recovery(
     images: np.ndarray,
     ti_ms: np.ndarray,
@@ -221,14 +234,7 @@ def fit_t1_recovery(
     if np.count_nonzero(first) < 3:
         raise ValueError("the recovery-model fit needs >= 3 images of the first inversion")
     lo, hi = (float(v) for v in t1_bounds_ms)
-    trailing = y_all.shape[1:]
-    n = int(np.prod(trailing, dtype=np.int64))
-    y = y_all.reshape(k, n)
-    finite = np.all(np.isfinite(y), axis=0) & np.any(y != 0, axis=0)
-    if mask is not None:
-        finite &= np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
-    idx = np.flatnonzero(finite)
-    yv = y[:, idx]
+    trailing, n, idx, yv = _fitted_pixels(y_all, mask)
     d = float(inversion_efficiency)
     args = (ti, groups, gaps, d, magnitude)
 
@@ -283,14 +289,7 @@ def fit_t1_fixed_rate(
     ti = np.asarray(ti_ms, dtype=np.float64).reshape(-1)
     groups = np.asarray(groups, dtype=np.int64).reshape(-1)
     k = y_all.shape[0]
-    trailing = y_all.shape[1:]
-    n = int(np.prod(trailing, dtype=np.int64))
-    y = y_all.reshape(k, n)
-    keep = np.all(np.isfinite(y), axis=0) & np.any(y != 0, axis=0)
-    if mask is not None:
-        keep &= np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
-    idx = np.flatnonzero(keep)
-    yv = y[:, idx]
+    trailing, n, idx, yv = _fitted_pixels(y_all, mask)
     d, c = float(inversion_efficiency), float(rate_per_ms)
     grid = np.exp(np.linspace(np.log(t1_bounds_ms[0]), np.log(t1_bounds_ms[1]), n_grid))
     x = -np.log(d / grid + c)
