@@ -7,14 +7,16 @@ associations. The node
    is refused at association negotiation. Each instance is written atomically, owner-only, to
    ``SPOOL/incoming/<study hash>/<series hash>/`` (file names are hashes: no UID or name in a path);
    a ``pending`` marker flags the series for processing.
-2. processes a series when its association ends (release or abort), or when no image of it has
-   arrived for ``series_idle_s`` while the association stays open: the series is read
-   (:mod:`vne_inline.io.dicom`), grouped with the study's other series as :mod:`adapters.scans` does
+2. decodes each instance as it arrives (:func:`vne_inline.io.dicom.parse_instance`) and processes a
+   series when its association ends (release or abort), or when no image of it has arrived for
+   ``series_idle_s`` while the association stays open: the series (from the decoded instances, or read
+   from disk after a restart) is grouped with the study's other series as :mod:`adapters.scans` does
    (IR images travel with their T1 map), and each scan it belongs to is fed to the shared
    :class:`InlineCore` as one session, so the per-study store (shared with the Gadgetron gadget and
-   the MRD server) meets cine and T1 mapping across associations and restarts.
-3. writes each VNE (and each T1 map fitted for IR images whose map series has not come within
-   ``map_wait_s``) as a DICOM MR image (:class:`adapters.dicom_output.DicomOutput`) to
+   the MRD server) meets cine and T1 mapping across associations and restarts. IR images whose map
+   series has not arrived wait for it up to ``map_wait_s`` (``t1_maps=scanner``) before a map is fitted.
+3. writes each VNE (and each fitted T1 map), as soon as it is made, as a DICOM MR image
+   (:class:`adapters.dicom_output.DicomOutput`) to
    ``SPOOL/outbox/`` and C-STOREs the outbox to the ``--forward`` destination: retried with
    exponential back-off, kept on disk until the destination confirms, so a restart loses nothing
    (pending series and queued VNE are picked up at start).
