@@ -51,7 +51,14 @@ from vne_inline.adapters.scans import dicom_scans
 from vne_inline.core.pipeline import CoreConfig, InlineCore
 from vne_inline.core.roles import Role, classify
 from vne_inline.core.t1_fit import is_fitted_map
-from vne_inline.io.dicom import DicomFolder, DicomSeries, ParsedInstance, parse_instance, read_dicom_folder, series_from_parsed
+from vne_inline.io.dicom import (
+    DicomFolder,
+    DicomSeries,
+    ParsedInstance,
+    parse_instance,
+    read_dicom_folder,
+    series_from_parsed,
+)
 from vne_inline.io.header import ExamHeader
 from vne_inline.io.records import ImageRecord
 
@@ -162,7 +169,7 @@ class DicomNode:
             _ensure_dir(d)
         self._lock = threading.Lock()
         self._open: dict[str, _Series] = {}  # series dir -> receiving state
-        self._ready: queue.Queue[Path | None] = queue.Queue()
+        self._ready: queue.Queue[Path | _MapDue | None] = queue.Queue()
         self._studies: dict[str, dict[str, DicomSeries]] = {}  # study hash -> parsed series (cache)
         self._received: dict[Path, dict[str, ParsedInstance]] = {}  # series dir -> file name -> decoded on arrival
         self._map_due: dict[str, float] = {}  # study hash -> when its IR images without a map get a fitted one
@@ -426,15 +433,13 @@ class DicomNode:
     def _queue(self, output: DicomOutput, images: list[ImageRecord]) -> None:
         """Write the VNE and fitted T1 maps among a session's new `images` to the outbox and wake the forwarder
         (fitted maps come before the VNE made from them)."""
-        for image in images:
-            fitted = is_fitted_map(image)
-            if not fitted and classify(image, self.core.config.rules) is not Role.VNE:
-                continue
+        for image in filter(output.writes, images):
             try:
                 ds = output.dataset(image)
                 _write_atomic(ds, self._outbox / f"{time.time_ns()}-{_digest(ds.SOPInstanceUID, 12)}.dcm")
             except (ValueError, OSError) as exc:
-                log.warning("T1 slice %d: %s not written as DICOM: %s", image.slice, "fitted T1 map" if fitted else "VNE", exc)
+                what = "fitted T1 map" if is_fitted_map(image) else "VNE"
+                log.warning("T1 slice %d: %s not written as DICOM: %s", image.slice, what, exc)
                 continue
             self._wake_forwarder.set()
 

@@ -33,7 +33,7 @@ from vne_inline.geometry import SliceGeometry
 from vne_inline.io.dicom import DicomSeries
 from vne_inline.io.dicom_json import conformed, dicom_header
 from vne_inline.io.dicom_write import SeriesInfo, SourceImage, fitted_map_dataset, vne_dataset, write_dataset
-from vne_inline.io.header import ExamHeader, parse_header
+from vne_inline.io.header import ExamHeader, announced_phases, parse_header
 from vne_inline.io.records import ImageRecord
 
 __all__ = ["DicomOutput"]
@@ -110,10 +110,7 @@ class DicomOutput:
         self._scans[key], self._ir[key] = (maps, cine), ir
         by_uid = {s.uid: s.reference for s in series}
         fallback = None
-        try:
-            phases = parse_header(header_xml).n_phases
-        except ValueError:
-            phases = 1
+        phases = announced_phases(header_xml)
         for raw in records:
             record = conformed(raw)
             role = classify(record, self._rules, phases)
@@ -163,6 +160,12 @@ class DicomOutput:
         ds = fitted_map_dataset(record, first.reference, info, number, [i.source for i in ir if i.source])
         self._fitted.append(_Map(g, record.slice, first.reference, SourceImage.of_dataset(ds), f"vne-{info.uid}"))
         return ds
+
+    @staticmethod
+    def writes(record: ImageRecord) -> bool:
+        """True for what this output turns into DICOM: the core's VNE images (``GADGETRON_DataRole=VNE``, so a
+        VNE read back from DICOM is not written again) and fitted T1 maps."""
+        return record.meta_str("GADGETRON_DataRole") == "VNE" or is_fitted_map(record)
 
     def dataset(self, vne: ImageRecord) -> FileDataset:
         """The DICOM instance of one VNE record or fitted T1 map (ValueError with a one-line reason when it

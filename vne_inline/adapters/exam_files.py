@@ -15,7 +15,7 @@ from vne_inline.adapters.scans import Scan, exam_files, is_exam_dir, read_scans,
 from vne_inline.core.roles import Role, RoleRules, classify
 from vne_inline.core.slices import CineSlice, LgeSlice, T1Slice, cine_slices, lge_slices, t1_slices
 from vne_inline.io.dicom_json import conformed
-from vne_inline.io.header import parse_header
+from vne_inline.io.header import announced_phases
 from vne_inline.io.records import ImageRecord
 
 __all__ = ["Exam", "read_exam", "exam_files", "is_exam_dir", "classified_records"]
@@ -36,10 +36,7 @@ def classified_records(scan: Scan | str | Path, rules: RoleRules = RoleRules()) 
     announced phases inform the cine rule)."""
     if not isinstance(scan, Scan):
         return [item for s in read_scans(scan, rules) for item in classified_records(s, rules)]
-    try:
-        phases = parse_header(scan.header_xml).n_phases
-    except ValueError:
-        phases = 1
+    phases = announced_phases(scan.header_xml)
     records = [conformed(r) for r in scan.records]
     return [(classify(r, rules, phases), r) for r in records]
 

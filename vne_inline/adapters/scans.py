@@ -18,7 +18,7 @@ from vne_inline.core.roles import Role, RoleRules, classify
 from vne_inline.core.slices import same_plane
 from vne_inline.io.dicom import DicomFolder, DicomSeries, is_dicom_folder, read_dicom_folder
 from vne_inline.io.dicom_json import conformed
-from vne_inline.io.header import parse_header
+from vne_inline.io.header import announced_phases
 from vne_inline.io.mrd_file import read_file
 from vne_inline.io.records import ImageRecord
 
@@ -48,15 +48,8 @@ def is_exam_dir(directory: Path) -> bool:
     return Path(directory).is_dir() and (bool(exam_files(directory)) or is_dicom_folder(directory))
 
 
-def _phases(header_xml: str | None) -> int:
-    try:
-        return parse_header(header_xml).n_phases
-    except ValueError:
-        return 1
-
-
 def _roles(series: DicomSeries, rules: RoleRules) -> list[Role]:
-    phases = _phases(series.header_xml)
+    phases = announced_phases(series.header_xml)
     return [classify(conformed(r), rules, phases) for r in series.records]
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import ismrmrd
 
+from vne_inline.adapters.exam_files import classified_records
 from vne_inline.adapters.scans import Scan, read_scans
-from vne_inline.core.roles import Role, RoleRules, classify, inversion_time_ms
+from vne_inline.core.roles import Role, RoleRules, inversion_time_ms
 from vne_inline.core.slices import same_plane
 from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, FittedT1, fit_slice, quality_records
-from vne_inline.io.header import parse_header
 from vne_inline.io.mrd_file import write_file
 from vne_inline.io.records import ImageRecord
 
@@ -57,22 +57,16 @@ def _slices(records: list[ImageRecord]) -> list[list[ImageRecord]]:
     return groups
 
 
-def _phases(header_xml: str | None) -> int:
-    try:
-        return parse_header(header_xml).n_phases
-    except ValueError:
-        return 1
-
-
 def fit_ir_source(path: str | Path, scheme: str | None = None, method: str = "auto",
                   series_index: int = DEFAULT_T1_SERIES, min_r_squared: float = 0.0,
                   rules: RoleRules = RoleRules()) -> IrFit:
     """One :class:`FittedSlice` per IR slice plane of an ISMRMRD file or a DICOM folder. ValueError when
     it cannot be read or holds no IR-weighted images."""
     scans = read_scans(path, rules)
-    records = [(r, _phases(scan.header_xml)) for scan in scans for r in scan.records]
-    ir = [r for r, phases in records if classify(r, rules, phases) is Role.IR]
-    phase_images = [r for r, _ in records if r.image_type == ismrmrd.IMTYPE_PHASE and inversion_time_ms(r) is not None]
+    classified = [(scan, classified_records(scan, rules)) for scan in scans]
+    ir = [r for _, records in classified for role, r in records if role is Role.IR]
+    phase_images = [r for _, records in classified for _, r in records
+                    if r.image_type == ismrmrd.IMTYPE_PHASE and inversion_time_ms(r) is not None]
     if not ir:
         raise ValueError(f"{Path(path).name}: no IR-weighted images (images with an inversion time)")
     out = []
@@ -82,7 +76,7 @@ def fit_ir_source(path: str | Path, scheme: str | None = None, method: str = "au
                                                              phase_images)))
         except ValueError as exc:
             out.append(FittedSlice(group[0].slice, None, str(exc)))
-    header = next(scan.header_xml for scan in scans if any(r is ir[0] for r in scan.records))
+    header = next(scan.header_xml for scan, records in classified if any(role is Role.IR for role, _ in records))
     return IrFit(header, out, scans)
 
 

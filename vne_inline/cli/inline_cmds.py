@@ -141,15 +141,13 @@ def write_dicom_vne(results, directory: Path) -> tuple[int, int, list[str]]:
             output.add(result.scan.records, result.header_xml, result.scan.series)
     written, fitted, failures = 0, 0, []
     for result in results:
-        for record in result.outputs:  # a fitted T1 map comes before the VNE made from it
-            is_map = is_fitted_map(record)
-            if record.meta_str("GADGETRON_DataRole") != "VNE" and not is_map:
-                continue
+        for record in filter(output.writes, result.outputs):  # a fitted T1 map comes before the VNE made from it
             try:
                 output.write(record, directory)
             except (ValueError, OSError) as exc:
                 failures.append(str(exc))
                 continue
+            is_map = is_fitted_map(record)
             fitted += is_map
             written += not is_map
     return written, fitted, failures

@@ -24,7 +24,9 @@ def t1map_command(
     scheme: Annotated[str, typer.Option(help="Sampling: auto (from the order of the TIs), shmolli, molli-533, "
                                         "molli-3335.")] = "auto",
     method: Annotated[str, typer.Option(help="auto (recovery model for ShMOLLI-type sampling, else standard), "
-                                        "standard (three-parameter fit of all images) or recovery.")] = "auto",
+                                        "standard (three-parameter fit of all images), recovery (two passes, the "
+                                        "slice's readout rate fixed in the second) or recovery-3p (one "
+                                        "three-parameter pass).")] = "auto",
     series: Annotated[int, typer.Option(min=0, max=63535, help="image_series_index of the maps (R^2: +1000, "
                                         "invalid mask: +2000).")] = 98,
     min_r2: Annotated[float, typer.Option("--min-r2", min=0.0, max=1.0, help="Pixels whose fit has a lower R^2 are "

@@ -135,6 +135,14 @@ def _parsed(xml: str) -> ExamHeader:
     )
 
 
+def announced_phases(xml: str | bytes | None) -> int:
+    """Cardiac phases the header announces; 1 when it is not ISMRMRD XML (the cine role rule's hint)."""
+    try:
+        return parse_header(xml).n_phases
+    except ValueError:
+        return 1
+
+
 def _announced(h, index: str) -> int:
     """Count announced by the first encoding's limit `index` (phases, sets = IR images); 1 when absent."""
     try:

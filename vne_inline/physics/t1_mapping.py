@@ -121,14 +121,14 @@ def _in_threads(fit: Callable[[np.ndarray, np.ndarray | None], T1Fit], y: np.nda
     return T1Fit(*(np.concatenate([getattr(p, f.name) for p in parts]).reshape(trailing) for f in fields(T1Fit)))
 
 
-def _rate_sample(y: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, None]:
+def _rate_sample(y: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Images (K, m) of at most :data:`RATE_SAMPLE_PIXELS` pixels spread evenly over the fitted ones: the
     three-parameter pass that finds the slice's readout rate needs no more."""
     k, trailing = y.shape[0], y.shape[1:]
     flat = y.reshape(k, -1)
     where = np.arange(flat.shape[1]) if mask is None else np.flatnonzero(np.broadcast_to(np.asarray(mask, bool), trailing))
     step = max(1, -(-where.size // RATE_SAMPLE_PIXELS))
-    return flat[:, where[::step]], None
+    return flat[:, where[::step]]
 
 
 def _acquisition_order(ti: np.ndarray, scheme: IRScheme | None) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +167,8 @@ def fit_t1_map(
     or a name of :data:`~.ir_schemes.SCHEMES`; needed for the recovery model when the images come in
     TI order. method: "auto" (recovery model for ShMOLLI-type sampling, standard otherwise), "standard"
     (three-parameter fit of all images), "recovery" (the recovery model in two passes, the readout rate
-    of the slice fixed in the second) or "recovery-3p" (its first pass only: three parameters per pixel). rr_ms: the RR interval for the gaps between
-    inversions (default: from the TIs). mask: "auto" (:func:`signal_mask`), a boolean array or None
+    of the slice fixed in the second) or "recovery-3p" (its first pass only: three parameters per
+    pixel). rr_ms: the RR interval for the gaps between inversions (default: from the TIs). mask: "auto" (:func:`signal_mask`), a boolean array or None
     (all pixels). Pixels with R^2 below `min_r_squared` are marked invalid. threads: pixel blocks fitted
     in parallel (numpy releases the GIL in its array loops; default: the CPU count, at most 4).
     """
@@ -209,7 +209,7 @@ def fit_t1_map(
         firsts = np.array([ti[groups == j].min() for j in range(groups.max() + 1)])
         gaps = known.gaps_ms(firsts, rr)
         three = lambda yp, mp: fit_t1_recovery(yp, ti, groups, gaps, magnitude, mp, t1_bounds_ms)  # noqa: E731
-        rate = readout_rate(three(*_rate_sample(y, mask))) if method == "recovery" else None
+        rate = readout_rate(three(_rate_sample(y, mask), None)) if method == "recovery" else None
         if rate is not None:
             fit = _in_threads(lambda yp, mp: fit_t1_fixed_rate(yp, ti, groups, gaps, rate, magnitude, mp, t1_bounds_ms),
                               y, mask, threads)
