@@ -4,7 +4,7 @@ whole image, noise added) fitted with `physics.t1_mapping.fit_t1_map`, per schem
 Prints the median wall time (and CPU time of this process) over `--runs` fits and the load average,
 which matters on shared machines::
 
-    python benchmarks/t1fit.py --threads 2 --runs 5 [--size 256] [--mask 0.5]
+    python benchmarks/t1fit.py --runs 5 [--size 256] [--mask 0.5]
 """
 
 from __future__ import annotations
@@ -35,21 +35,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="Image size (pixels per side).")
     parser.add_argument("--runs", type=int, default=5, help="Timed fits per case (after one warm-up).")
-    parser.add_argument("--threads", type=int, default=2, help="Fit threads.")
     parser.add_argument("--mask", type=float, default=1.0, help="Fraction of pixels fitted (a central disc).")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[: args.size, : args.size] - (args.size - 1) / 2
     mask = (yy**2 + xx**2) <= args.mask * args.size**2 / np.pi if args.mask < 1 else None
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.threads} fit threads; "
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"{args.size} x {args.size} pixels, {100 * (1 if mask is None else mask.mean()):.0f} % fitted")
     for scheme, method in CASES:
         ti, images = _images(scheme, args.size, rng)
-        fit_t1_map(images, ti, method=method, mask=mask, threads=args.threads)  # warm-up
+        fit_t1_map(images, ti, method=method, mask=mask)  # warm-up
         wall, cpu = [], []
         for _ in range(args.runs):
             c, w = time.process_time(), time.perf_counter()
-            fit_t1_map(images, ti, method=method, mask=mask, threads=args.threads)
+            fit_t1_map(images, ti, method=method, mask=mask)
             wall.append(time.perf_counter() - w)
             cpu.append(time.process_time() - c)
         print(f"{SCHEMES[scheme].name:16s} {method:9s} {ti.size:2d} images: median {1000 * statistics.median(wall):.0f} ms "

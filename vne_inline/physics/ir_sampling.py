@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vne_inline.physics.grid_fit import grid_fit
 from vne_inline.physics.ir_schemes import SCHEME_LABELS, SCHEMES
 from vne_inline.physics.t1 import INVERSION_EFFICIENCY, MOLLI_TI0_MS, MOLLI_TI_STEP_MS, READOUT_RATE_PER_MS
 
@@ -121,22 +122,10 @@ def fit_scheme_t1(
     shape = y.shape[1:]
     flat = y.reshape(len(s.ti_ms), -1)
     keep = np.ones(flat.shape[1], bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape).ravel()
-    grid = np.exp(np.linspace(np.log(t1_range_ms[0]), np.log(t1_range_ms[1]), n_grid))
-    g = np.abs(scheme_signals(grid, 1.0, s))  # (G, K)
-    gg = np.einsum("gk,gk->g", g, g)
+    log_grid = np.linspace(np.log(t1_range_ms[0]), np.log(t1_range_ms[1]), n_grid)
     out = np.full(flat.shape[1], np.nan)
     idx = np.flatnonzero(keep & np.isfinite(flat).all(axis=0) & (flat.max(axis=0) > 0))
     if idx.size:
-        dot = g @ flat[:, idx]  # (G, P)
-        cost = -(dot**2) / gg[:, None]  # rss minus |y|^2
-        best = np.argmin(cost, axis=0)
-        inner = (best > 0) & (best < n_grid - 1)
-        b = np.clip(best, 1, n_grid - 2)
-        cols = np.arange(idx.size)
-        c0, c1, c2 = cost[b - 1, cols], cost[b, cols], cost[b + 1, cols]
-        denom = c0 - 2 * c1 + c2
-        shift = np.where(denom > 0, 0.5 * (c0 - c2) / np.where(denom > 0, denom, 1.0), 0.0)
-        step = np.log(grid[1] / grid[0])
-        t1 = np.exp(np.log(grid[b]) + np.clip(shift, -0.5, 0.5) * step)
-        out[idx] = np.where(inner, t1, np.nan)
+        fit = grid_fit(np.abs(scheme_signals(np.exp(log_grid), 1.0, s)), flat[:, idx], log_grid)
+        out[idx] = np.where(fit.inner, np.exp(fit.p), np.nan)
     return out.reshape(shape)

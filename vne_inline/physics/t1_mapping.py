@@ -21,10 +21,7 @@ Each map comes with R^2, the RMS residual and a mask of invalid pixels.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,7 +32,7 @@ from vne_inline.physics.ir_schemes import (
     inversion_groups,
     scheme_for_groups,
 )
-from vne_inline.physics.t1 import T1Fit, fit_t1
+from vne_inline.physics.t1 import fit_t1
 from vne_inline.physics.t1_recovery import fit_t1_fixed_rate, fit_t1_recovery, readout_rate
 
 __all__ = ["T1Map", "METHODS", "fit_t1_map", "signal_mask", "signed_from_phase", "resolve_scheme"]
@@ -48,8 +45,6 @@ METHODS = ("auto", "standard", "recovery", "recovery-3p")
 SIGNAL_FRACTION = 0.12
 #: Pixels of the three-parameter pass that finds a slice's readout rate (spread over the slice).
 RATE_SAMPLE_PIXELS = 4096
-#: Fewer pixels than this per thread are not worth a thread.
-_MIN_THREAD_PIXELS = 4096
 
 
 @dataclass(frozen=True)
@@ -104,23 +99,6 @@ def signed_from_phase(magnitude: np.ndarray, phase_rad: np.ndarray, ti_ms: np.nd
     return mag * np.where(np.cos(ph - ref) < 0, -1.0, 1.0)
 
 
-def _in_threads(fit: Callable[[np.ndarray, np.ndarray | None], T1Fit], y: np.ndarray,
-                mask: np.ndarray | None, threads: int | None) -> T1Fit:
-    """`fit(images, mask)` on contiguous pixel blocks in a thread pool, the results joined."""
-    k, trailing = y.shape[0], y.shape[1:]
-    n = int(np.prod(trailing, dtype=np.int64))
-    workers = max(1, min(int(threads or min(os.cpu_count() or 1, 4)), n // _MIN_THREAD_PIXELS))
-    if workers == 1:
-        return fit(y, mask)
-    flat = y.reshape(k, n)
-    m = None if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), trailing).reshape(n)
-    bounds = np.linspace(0, n, workers + 1).astype(int)
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda lo_hi: fit(flat[:, lo_hi[0]:lo_hi[1]], None if m is None else m[lo_hi[0]:lo_hi[1]]),
-                              zip(bounds[:-1], bounds[1:], strict=True)))
-    return T1Fit(*(np.concatenate([getattr(p, f.name) for p in parts]).reshape(trailing) for f in fields(T1Fit)))
-
-
 def _rate_sample(y: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Images (K, m) of at most :data:`RATE_SAMPLE_PIXELS` pixels spread evenly over the fitted ones: the
     three-parameter pass that finds the slice's readout rate needs no more."""
@@ -157,7 +135,6 @@ def fit_t1_map(
     mask: np.ndarray | str | None = "auto",
     t1_bounds_ms: tuple[float, float] = (50.0, 5000.0),
     min_r_squared: float = 0.0,
-    threads: int | None = None,
 ) -> T1Map:
     """Fit the T1 map of one slice.
 
@@ -168,9 +145,10 @@ def fit_t1_map(
     TI order. method: "auto" (recovery model for ShMOLLI-type sampling, standard otherwise), "standard"
     (three-parameter fit of all images), "recovery" (the recovery model in two passes, the readout rate
     of the slice fixed in the second) or "recovery-3p" (its first pass only: three parameters per
-    pixel). rr_ms: the RR interval for the gaps between inversions (default: from the TIs). mask: "auto" (:func:`signal_mask`), a boolean array or None
-    (all pixels). Pixels with R^2 below `min_r_squared` are marked invalid. threads: pixel blocks fitted
-    in parallel (numpy releases the GIL in its array loops; default: the CPU count, at most 4).
+    pixel). rr_ms: the RR interval for the gaps between inversions (default: from the TIs). mask: "auto"
+    (:func:`signal_mask`), a boolean array or None (all pixels). Pixels with R^2 below `min_r_squared`
+    are marked invalid. The pixels of a slice are fitted together, so the fit of a pixel does not
+    depend on how the slice is divided.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -211,15 +189,14 @@ def fit_t1_map(
         three = lambda yp, mp: fit_t1_recovery(yp, ti, groups, gaps, magnitude, mp, t1_bounds_ms)  # noqa: E731
         rate = readout_rate(three(_rate_sample(y, mask), None)) if method == "recovery" else None
         if rate is not None:
-            fit = _in_threads(lambda yp, mp: fit_t1_fixed_rate(yp, ti, groups, gaps, rate, magnitude, mp, t1_bounds_ms),
-                              y, mask, threads)
+            fit = fit_t1_fixed_rate(y, ti, groups, gaps, rate, magnitude, mask, t1_bounds_ms)
             name = (f"recovery-model fit with Look-Locker correction, readout rate of the slice "
                     f"({1000 * rate:.2f}/s) fixed ({where}{ti.size} images, {polarity})")
         else:
-            fit = _in_threads(three, y, mask, threads)
+            fit = three(y, mask)
             name = f"recovery-model three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
     else:
-        fit = _in_threads(lambda yp, mp: fit_t1(yp, ti, magnitude, mp, t1_bounds_ms), y, mask, threads)
+        fit = fit_t1(y, ti, magnitude, mask, t1_bounds_ms)
         name = f"three-parameter fit with Look-Locker correction ({where}{ti.size} images, {polarity})"
     invalid = ~fit.valid
     with np.errstate(invalid="ignore"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vne_inline.physics.grid_fit import grid_fit
 from vne_inline.physics.t1 import INVERSION_EFFICIENCY, T1Fit, scattered_fit
 
 __all__ = ["recovery_model", "fit_t1_recovery", "readout_rate", "fit_t1_fixed_rate"]
@@ -291,30 +292,20 @@ def fit_t1_fixed_rate(
     k = y_all.shape[0]
     trailing, n, idx, yv = _fitted_pixels(y_all, mask)
     d, c = float(inversion_efficiency), float(rate_per_ms)
-    grid = np.exp(np.linspace(np.log(t1_bounds_ms[0]), np.log(t1_bounds_ms[1]), n_grid))
+    log_grid = np.linspace(np.log(t1_bounds_ms[0]), np.log(t1_bounds_ms[1]), n_grid)
+    grid = np.exp(log_grid)
     x = -np.log(d / grid + c)
-    g, _ = recovery_model(np.ones_like(grid), x, np.log(grid) - x, ti, groups, np.asarray(gaps_ms, np.float64), d)
-    if magnitude:
-        g = np.abs(g)
-    gg = np.einsum("kg,kg->g", g, g)
+    gaps = np.asarray(gaps_ms, np.float64)
+    g, _ = recovery_model(np.ones_like(grid), x, np.log(grid) - x, ti, groups, gaps, d)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        dot = g.T @ yv  # (G, n)
-        cost = np.where(dot > 0, -(dot**2) / gg[:, None], 0.0)  # RSS - |y|^2, A = dot / gg > 0
-        best = np.argmin(cost, axis=0)
-        cols = np.arange(idx.size)
-        b = np.clip(best, 1, n_grid - 2)
-        c0, c1, c2 = cost[b - 1, cols], cost[b, cols], cost[b + 1, cols]
-        curvature = c0 - 2 * c1 + c2
-        shift = np.clip(np.where(curvature > 0, 0.5 * (c0 - c2) / np.where(curvature > 0, curvature, 1.0), 0.0), -0.5, 0.5)
-        step = np.log(grid[1] / grid[0])
-        t1 = np.exp(np.log(grid[b]) + shift * step)
-        a = dot[best, cols] / gg[best]
-        rss = np.maximum(np.einsum("kn,kn->n", yv, yv) + cost[best, cols], 0.0)
+        fit = grid_fit(np.abs(g.T) if magnitude else g.T, yv, log_grid)
+        t1, a = np.exp(fit.p), fit.a
+        rss = np.maximum(np.einsum("kn,kn->n", yv, yv) - fit.energy, 0.0)
         t1_star = 1.0 / (d / t1 + c)
-        s, _ = recovery_model(a, np.log(t1_star), np.log(t1 / t1_star), ti, groups, np.asarray(gaps_ms, np.float64), d)
+        s, _ = recovery_model(a, np.log(t1_star), np.log(t1 / t1_star), ti, groups, gaps, d)
         order = np.argsort(ti, kind="stable")
         p_null = np.count_nonzero(s[order] < 0, axis=0)
         r2 = 1.0 - rss / np.sum((yv - yv.mean(axis=0)) ** 2, axis=0)
-        good = (best > 0) & (best < n_grid - 1) & (a > 0) & np.isfinite(t1)
+        good = fit.inner & np.isfinite(t1)
     return scattered_fit(n, trailing, idx[good], good, t1, a, a * (1.0 + t1 / t1_star), t1_star,
                          np.sqrt(rss / k), p_null, r2)

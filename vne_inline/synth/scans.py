@@ -49,7 +49,6 @@ T1_GAIN = 2000.0  # uint16 value of unit proton density at TI -> infinity and un
 LGE_GAIN = 1000.0  # float value of unit proton density, fully recovered
 T1_FIT_MIN_SNR = 4.0  # fit only pixels whose brightest IR image exceeds this many noise SDs
 T1_FIT_MIN_FRACTION = 0.12  # ... and this fraction of the bright tissue (leaves air and most lung unfitted)
-FIT_GRID, FIT_CHUNK = 48, 1024  # fit_t1 search grid and block size: same result as the defaults, faster
 
 
 @dataclass(frozen=True)
@@ -169,7 +168,7 @@ def simulate_t1(ctx: ExamContext, geometries: tuple[SliceGeometry, ...], resolut
         if s.scheme == "shmolli":
             t1 = fit_scheme_t1(ir, s, mask)
         else:
-            t1 = fit_t1(ir.astype(np.float64), s.ti_ms, magnitude=True, mask=mask, n_grid=FIT_GRID, chunk_pixels=FIT_CHUNK).t1_ms
+            t1 = fit_t1(ir.astype(np.float64), s.ti_ms, magnitude=True, mask=mask).t1_ms
         images.append(ir)
         maps.append(np.nan_to_num(t1, nan=0.0).astype(np.float32))
     return T1Scan(geometries, s.scheme, s.ti_ms, np.stack(images), np.stack(maps), tuple(mixes), tuple(shades))
