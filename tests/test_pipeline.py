@@ -189,6 +189,77 @@ def test_a_resent_or_repeated_t1_scan_gets_its_vne_on_its_own_connection(tmp_pat
     assert not vnes(out) and s4.reports == []
 
 
+@dataclass
+class CineRecordingBackend(FakeBackend):
+    """The fake backend, keeping the cine input of every run."""
+
+    cines: list = None
+
+    def run(self, batch):
+        self.cines = (self.cines or []) + [batch["cine"].copy()]
+        return super().run(batch)
+
+
+def _cine_work_per_image(core, records, monkeypatch):
+    """Feed one T1 connection; the number of cine resamplings done in each feed call."""
+    import vne_inline.core.pipeline as pipeline
+
+    calls = []
+    original = pipeline.resample_onto
+    monkeypatch.setattr(pipeline, "resample_onto", lambda *a, **k: calls.append(1) or original(*a, **k))
+    session = core.open_session(T1_HEADER)
+    per_image = []
+    for r in records:
+        before = len(calls)
+        session.feed(r)
+        per_image.append(len(calls) - before)
+    session.close()
+    return per_image
+
+
+def test_the_cine_input_is_made_at_the_first_image_of_a_t1_slice(tmp_path, monkeypatch):
+    backend = CineRecordingBackend()
+    core = make_core(tmp_path, backend=backend)
+    run_connection(core, CINE_HEADER, cine_records())
+    t1 = t1_records()
+    per_image = _cine_work_per_image(core, t1, monkeypatch)
+    first = [i for i, r in enumerate(t1) if r.set == 0 and r.series_index == 2]
+    assert [i for i, n in enumerate(per_image) if n] == first  # nothing left to do when the map comes
+    assert len(backend.cines) == 2
+    # the same cine input as when the cine comes after the T1 scan (made then, with no head start)
+    late = CineRecordingBackend()
+    core = make_core(tmp_path / "late", backend=late)
+    run_connection(core, T1_HEADER, t1_records())
+    run_connection(core, CINE_HEADER, cine_records())
+    for a, b in zip(backend.cines, late.cines, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert np.ptp(a) > 0
+
+
+def test_a_cine_stored_again_after_the_first_t1_image_is_the_one_used(tmp_path):
+    backend = CineRecordingBackend()
+    core = make_core(tmp_path, backend=backend)
+    run_connection(core, CINE_HEADER, cine_records())
+    t1 = t1_records()
+    session = core.open_session(T1_HEADER)
+    session.feed(t1[0])  # the cine input of slice 0 is made from the first cine
+    changed = [replace(r, data=np.where(r.data > 500, r.data, r.data * 2)) for r in cine_records()]
+    run_connection(core, CINE_HEADER, changed)  # another connection stores new cine data, same slices
+    for r in t1[1:]:
+        session.feed(r)
+    session.close()
+    fresh = CineRecordingBackend()
+    core = make_core(tmp_path / "fresh", backend=fresh)
+    run_connection(core, CINE_HEADER, changed)
+    run_connection(core, T1_HEADER, t1_records())
+    np.testing.assert_array_equal(backend.cines[0], fresh.cines[0])
+    first = CineRecordingBackend()
+    core = make_core(tmp_path / "first", backend=first)
+    run_connection(core, CINE_HEADER, cine_records())
+    run_connection(core, T1_HEADER, t1_records())
+    assert not np.array_equal(backend.cines[0], first.cines[0])  # the new data give another input
+
+
 def test_missing_cine_passes_everything_and_logs_one_line_per_slice(tmp_path, caplog):
     core = make_core(tmp_path)
     t1 = t1_records()

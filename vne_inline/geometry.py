@@ -188,6 +188,12 @@ class SliceGeometry:
         return n
 
     # ------------------------------------------------------------------ matching
+    def same_grid(self, other: SliceGeometry, tol_mm: float = 1e-3) -> bool:
+        """The same pixel grid: matrix, and centre, directions and field of view within `tol_mm`."""
+        return self.matrix == other.matrix and all(
+            np.allclose(getattr(self, name), getattr(other, name), rtol=0.0, atol=tol_mm)
+            for name in ("position", "read_dir", "phase_dir", "fov"))
+
     def compare(self, other: SliceGeometry) -> PlaneMatch:
         """Cosine of the normals (sign ignored), mean through-plane distance and in-plane centre offset (mm)."""
         cosine = abs(float(self.normal @ other.normal))

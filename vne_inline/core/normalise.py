@@ -54,6 +54,7 @@ __all__ = [
     "normalise_series",
     "normalise_t1",
     "pad_to_multiple",
+    "cine_input",
     "prepare_inputs",
     "resample_cycle",
     "robust_scale",
@@ -252,12 +253,29 @@ class ModelInputs:
         return {name: getattr(self, name) for name in INPUT_NAMES}
 
 
+def cine_input(cine: np.ndarray | None, shape: tuple[int, int], config: ModelConfig) -> np.ndarray:
+    """The generator's cine input (F, H, W) float32 from a cine (P, H, W) on the T1 map's grid (scanner
+    units): one robust scale for all phases, then F frames over the cycle; all zero for None (a VNE
+    without cine, as the generator saw it in training's stream dropout). ValueError for complex,
+    wrongly shaped or non-finite input, another grid than `shape`, or fewer than 2 phases."""
+    if cine is None:
+        return np.zeros((config.n_cine_frames, *shape), np.float32)
+    cine = _as_real(cine, "cine (P, H, W)", 3)
+    if cine.shape[-2:] != tuple(shape):
+        raise ValueError(f"inputs must share H, W (the T1 map's grid), got cine {cine.shape[-2:]} and t1 {tuple(shape)}")
+    if cine.shape[0] < 2:
+        raise ValueError(f"cine needs at least 2 phases, got {cine.shape[0]}")
+    return resample_cycle(normalise_series(cine, "cine"), config.n_cine_frames)
+
+
 def prepare_inputs(
-    cine: np.ndarray | None, ir: np.ndarray, ti_ms: np.ndarray, t1_ms: np.ndarray, config: ModelConfig
+    cine: np.ndarray | None, ir: np.ndarray, ti_ms: np.ndarray, t1_ms: np.ndarray, config: ModelConfig,
+    ready_cine: np.ndarray | None = None,
 ) -> ModelInputs:
     """Normalise one slice for the generator (module docstring): cine (P, H, W), ir (K0, H, W) with
     ti_ms (K0,), t1_ms (H, W), all on the T1 map's grid, scanner units / ms. `cine` None gives an
-    all-zero cine input (a VNE without cine, as the generator saw it in training's stream dropout).
+    all-zero cine input (a VNE without cine, as the generator saw it in training's stream dropout);
+    `ready_cine`, the :func:`cine_input` of this slice's cine made earlier, is used instead of `cine`.
 
     NaN/inf pixels inside otherwise valid inputs are replaced by 0. Raises ValueError for complex or
     wrongly shaped inputs, inputs with no finite value, mismatched H/W, fewer than 2 cine phases,
@@ -265,22 +283,21 @@ def prepare_inputs(
     """
     ir = _as_real(ir, "ir (K0, H, W)", 3)
     t1 = _as_real(t1_ms, "t1_ms (H, W)", 2)
-    blank = cine is None
-    cine = np.zeros((2, *t1.shape), np.float32) if blank else _as_real(cine, "cine (P, H, W)", 3)
     ti = np.asarray(ti_ms, dtype=np.float64)
-    shapes = {"cine": cine.shape[-2:], "ir": ir.shape[-2:], "t1": t1.shape}
-    if len(set(shapes.values())) > 1:
-        raise ValueError(f"inputs must share H, W (the T1 map's grid), got {shapes}")
-    if cine.shape[0] < 2:
-        raise ValueError(f"cine needs at least 2 phases, got {cine.shape[0]}")
+    if ir.shape[-2:] != t1.shape:
+        raise ValueError(f"inputs must share H, W (the T1 map's grid), got ir {ir.shape[-2:]} and t1 {t1.shape}")
     if ir.shape[0] < MIN_IR_IMAGES:
         raise ValueError(f"need at least {MIN_IR_IMAGES} IR images, got {ir.shape[0]}")
     if ti.shape != (ir.shape[0],):
         raise ValueError(f"ti_ms must have shape ({ir.shape[0]},) to match the IR images, got {ti.shape}")
     if not np.isfinite(ti).all():
         raise ValueError(f"ti_ms must be finite, got {ti.tolist()}")
-    cine_n = (np.zeros((config.n_cine_frames, *cine.shape[-2:]), np.float32) if blank
-              else resample_cycle(normalise_series(cine, "cine"), config.n_cine_frames))
+    if ready_cine is None:
+        cine_n = cine_input(cine, t1.shape, config)
+    elif ready_cine.shape != (config.n_cine_frames, *t1.shape):
+        raise ValueError(f"prepared cine input {ready_cine.shape} does not fit {config.n_cine_frames} frames of {t1.shape}")
+    else:
+        cine_n = ready_cine
     ir_n, _ = select_ir(normalise_series(ir, "IR images"), ti, config.n_ir_images)
     return ModelInputs(cine=cine_n, ir=ir_n, t1=normalise_t1(t1)[None])
 

@@ -18,7 +18,10 @@ repeated or re-sent T1 scan is a new arrival and gets a new VNE. A T1 slice whos
 yet waits in the store; a cine slice that completes later (on any connection) makes the VNE of every
 waiting T1 slice it matches, once per arrival (a claim in the store keeps two cine connections from
 both making it). With ``vne_without_cine`` a T1 slice that no stored cine matches gets its VNE from
-the IR images and the map alone, at once (tagged ``VNE_Inputs=IR+T1``). Every VNE carries the
+the IR images and the map alone, at once (tagged ``VNE_Inputs=IR+T1``). The cine's share of the work
+(resampling onto the T1 grid, normalisation) is done when the first image of a T1 grid arrives, while
+the rest of the slice is acquired, and kept for its VNE while the stored cine file is unchanged.
+Every VNE carries the
 input-domain check (:mod:`core.domain`: ``VNE_QC`` pass/warn/fail, ``VNE_QC_Reason``); a VNE whose
 check is at or above ``qc_withhold`` is withheld with that reason.
 
@@ -45,9 +48,9 @@ import numpy as np
 from vne_inline.core.domain import STATUSES, TrainingDomain, check_domain, slice_statistics
 from vne_inline.core.emit import vne_record
 from vne_inline.core.match import MatchCriteria, NoMatch, find_match, resample_onto
-from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, prepare_inputs
+from vne_inline.core.normalise import MIN_IR_IMAGES, ModelInputs, cine_input, prepare_inputs
 from vne_inline.core.roles import Role, RoleRules, classify
-from vne_inline.core.slices import CineSlice, T1Slice, cine_slices, same_plane, t1_slices
+from vne_inline.core.slices import T1Slice, cine_slices, same_plane, t1_slices
 from vne_inline.core.store import (
     DEFAULT_MAX_STORE_BYTES,
     DEFAULT_MAX_STUDY_SLICES,
@@ -59,6 +62,7 @@ from vne_inline.core.store import (
     default_store_dir,
 )
 from vne_inline.core.t1_fit import DEFAULT_T1_SERIES, fit_slice
+from vne_inline.geometry import SliceGeometry
 from vne_inline.io.dicom_json import conformed
 from vne_inline.io.header import ExamHeader, parse_header
 from vne_inline.io.records import ImageRecord
@@ -322,6 +326,18 @@ class InlineCore:
                 raise _Skip(f"model error: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class _CineInput:
+    """A stored cine slice (store entry, file version, series and slice) as the generator's cine input
+    on one T1 grid."""
+
+    entry: str
+    version: tuple[int, int, int] | None
+    key: tuple[int, int]
+    grid: SliceGeometry
+    frames: np.ndarray
+
+
 # ---------------------------------------------------------------------------- one connection
 class Session:
     """One connection: feeds images in, returns them (plus any VNE) out. Not shared between threads.
@@ -359,6 +375,8 @@ class Session:
         self._vne_off: str | None = None
         self.reports: list[SliceReport] = []
         self._finished_maps: list[ImageRecord] = []  # maps already paired with IR images this session
+        self._cine_inputs: list[_CineInput] = []  # made when a T1 grid's first image arrived
+        self._grids_seen: list[SliceGeometry] = []
 
     # ------------------------------------------------------------------ public
     def feed(self, record: ImageRecord) -> list[ImageRecord]:
@@ -419,13 +437,41 @@ class Session:
             self._cine[key][record.phase] = record
             if self.n_phases > 1 and len(self._cine[key]) >= self.n_phases:
                 return self._finish_cine(key)
-        elif role is Role.IR:
-            self._ir.append(record)
-            return self._complete_t1(final=False)
         else:
-            self._maps.append(record)
+            (self._ir if role is Role.IR else self._maps).append(record)
+            self._first_on_grid(record.geometry)
             return self._complete_t1(final=False)
         return []
+
+    def _first_on_grid(self, grid: SliceGeometry) -> None:
+        """On the first T1-scan image of a grid, make the generator's cine input of the matching stored
+        cine slice on that grid, so that the slice's last image does not wait for it (the rest of the
+        T1 slice is still being acquired). Any problem is left for the VNE to report."""
+        if self._vne_off is not None or any(grid.same_grid(g) for g in self._grids_seen):
+            return
+        self._grids_seen.append(grid)
+        try:
+            match = find_match(grid, self._study.cine_geometries(), self._config.criteria)
+            if not isinstance(match, NoMatch):
+                self._cine_inputs.append(self._cine_input(match.key, grid))
+        except Exception as exc:  # only a head start: the VNE itself reports what is wrong
+            log.debug("cine input for a T1 grid not made ahead: %s: %s", type(exc).__name__, exc)
+
+    def _cine_input(self, entry: str, grid: SliceGeometry) -> _CineInput:
+        """The stored cine slice `entry` as the generator's cine input on `grid`: the one made ahead when
+        its file is unchanged, else read, resampled and normalised now (BadEntry, FileNotFoundError, or
+        _Skip with the reason: no backend, the cine does not cover the grid)."""
+        version = self._study.cine_version(entry)
+        for i, ready in enumerate(self._cine_inputs):
+            if ready.entry == entry and ready.version == version and ready.grid.same_grid(grid):
+                return self._cine_inputs.pop(i)
+        cine = self._study.cine(entry)
+        config = self._core.backend().config
+        try:
+            frames = cine_input(resample_onto(grid, cine.frames, cine.geometry).data, grid.shape, config)
+        except ValueError as exc:
+            raise _Skip(f"cine not usable: {exc}") from exc
+        return _CineInput(entry, version, cine.key, grid, frames)
 
     def _unusable(self, record: ImageRecord) -> str | None:
         """Why an image cannot take part in a VNE (bad geometry, grid over the limit, session memory full)."""
@@ -578,10 +624,13 @@ class Session:
                 return []
             plane = None if isinstance(match, NoMatch) else match.plane
             try:
-                cine = None if plane is None else self._study.cine(match.key)
+                cine = None if plane is None else self._cine_input(match.key, t1.geometry)
             except (BadEntry, FileNotFoundError) as exc:
                 log.warning("cine slice for T1 slice %d not read (%s); trying the next", t1.slice, exc)
                 continue
+            except _Skip as exc:
+                self._report(SliceReport(t1.slice, False, str(exc), *_plane_figures(plane), t1_fit_ms=t1_fit_ms))
+                return []
             try:
                 vne = self._infer(t1, cine)
             except Exception as exc:  # a skip reason, or an unexpected failure reported the same way
@@ -601,14 +650,11 @@ class Session:
             self._report(SliceReport(t1.slice, True, source + qc, *_plane_figures(plane), elapsed, t1_fit_ms))
             return [vne]
 
-    def _infer(self, t1: T1Slice, cine: CineSlice | None) -> ImageRecord:
-        try:
-            cine_on_t1 = None if cine is None else resample_onto(t1.geometry, cine.frames, cine.geometry).data
-        except ValueError as exc:
-            raise _Skip(f"cine not usable: {exc}") from exc
+    def _infer(self, t1: T1Slice, cine: _CineInput | None) -> ImageRecord:
         backend = self._core.backend()
         try:
-            inputs = prepare_inputs(cine_on_t1, t1.ir, t1.ti_ms, t1.t1_ms, backend.config)
+            inputs = prepare_inputs(None, t1.ir, t1.ti_ms, t1.t1_ms, backend.config,
+                                    ready_cine=None if cine is None else cine.frames)
         except ValueError as exc:
             raise _Skip(f"bad input: {exc}") from exc
         check = self._domain_check(t1, inputs, backend.config.domain)

@@ -86,6 +86,12 @@ _INDEX_LOCK = threading.Lock()
 _UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
+def _file_version(path: Path) -> tuple[int, int, int]:
+    """(inode, mtime ns, size) of a store file: changes whenever the file is written again (atomic rename)."""
+    st = os.lstat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class BadEntry(Exception):
     """A store file could not be read; it has been quarantined. The message names the file."""
 
@@ -434,6 +440,14 @@ class StudyStore:
         self._put(f"cine-{key}.npz", arrays)
         return key
 
+    def cine_version(self, key: str) -> tuple[int, int, int] | None:
+        """(inode, mtime ns, size) of a stored cine slice, None when it is not stored: what tells a cine
+        slice stored again from the one read before."""
+        try:
+            return _file_version(self.path / f"cine-{key}.npz")
+        except FileNotFoundError:
+            return None
+
     def cine_geometries(self) -> list[tuple[str, SliceGeometry]]:
         """(entry id, geometry) of every readable stored cine slice (frames are kept out of the result)."""
         return [(k, g) for k, g, _ in self._entries_of("cine")]
@@ -537,8 +551,7 @@ class StudyStore:
 
     def _index(self, path: Path) -> tuple[SliceGeometry, str]:
         """(geometry, arrival or '') of one entry, from the index cache while the file is unchanged."""
-        st = os.lstat(path)
-        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        version = _file_version(path)
         with _INDEX_LOCK:
             hit = _INDEX_CACHE.get(str(path))
             if hit is not None and hit[0] == version:
