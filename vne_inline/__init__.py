@@ -9,4 +9,4 @@ import os
 # variable is read when onnxruntime is first imported, so it is set before any part of the package can.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
