@@ -273,17 +273,20 @@ def _refine(ys: np.ndarray, ti: np.ndarray, x0: np.ndarray, dx: float, x_lim: tu
     return x
 
 
+def _centred_decays(ti: np.ndarray, x_grid: np.ndarray) -> np.ndarray:
+    """U = exp(-TI/T1*) centred over the images and normalised, at every grid ln T1*: (G, K, 1) for TIs
+    shared by all pixels (ti (K, 1)), (G, K, n) for per-pixel TIs (ti (K, n))."""
+    e = np.exp(-ti[None] / np.exp(x_grid)[:, None, None])
+    u = e - e.mean(axis=1, keepdims=True)
+    return u / np.sqrt(np.maximum((u * u).sum(axis=1, keepdims=True), 1e-300))
+
+
 def _grid_start(ys: np.ndarray, ti: np.ndarray, x_grid: np.ndarray) -> np.ndarray:
     """ln T1* (n,) of the best grid curve for signed data ys (K, n), refined by a parabola through its
     neighbours. For a fixed T1* the energy of ys on span{1, E} is (sum ys)^2 / K + (ys . U)^2 with U the
     centred, normalised E: a dictionary fit of either sign on the curves U."""
-    if ti.shape[1] == 1:
-        e = np.exp(-ti[:, 0][None, :] / np.exp(x_grid)[:, None])  # (G, K)
-        u = e - e.mean(axis=1, keepdims=True)
-    else:
-        e = np.exp(-ti[None, :, :] / np.exp(x_grid)[:, None, None])  # (G, K, n)
-        u = e - e.mean(axis=1, keepdims=True)
-    return grid_fit(u, ys, x_grid, two_sided=True).p
+    u = _centred_decays(ti, x_grid)
+    return grid_fit(u[..., 0] if ti.shape[1] == 1 else u, ys, x_grid, two_sided=True).p
 
 
 def _best_nulls(y: np.ndarray, ti: np.ndarray, x_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,9 +298,7 @@ def _best_nulls(y: np.ndarray, ti: np.ndarray, x_grid: np.ndarray) -> tuple[np.n
     block of pixels."""
     k, n = y.shape
     signs = np.where(np.arange(k)[None, :] < np.arange(k)[:, None], -1.0, 1.0)  # (P, K)
-    e = np.exp(-ti[None] / np.exp(x_grid)[:, None, None])  # (G, K, 1 or n)
-    u = e - e.mean(axis=1, keepdims=True)
-    u /= np.sqrt(np.maximum((u * u).sum(axis=1, keepdims=True), 1e-300))
+    u = _centred_decays(ti, x_grid)
     energy = np.empty((k, n), dtype=np.float32)
     shared = (signs[None, :, :] * u[:, None, :, 0]).reshape(-1, k).astype(np.float32) if ti.shape[1] == 1 else None
     for s in range(0, n, _RANK_BLOCK):
