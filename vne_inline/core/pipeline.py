@@ -326,6 +326,10 @@ class InlineCore:
                 raise _Skip(f"model error: {type(exc).__name__}: {exc}") from exc
 
 
+#: Cine inputs made ahead that a session keeps (the oldest go first; one is used by each VNE).
+_CINE_AHEAD = 8
+
+
 @dataclass(frozen=True)
 class _CineInput:
     """A stored cine slice (store entry, file version, series and slice) as the generator's cine input
@@ -453,7 +457,7 @@ class Session:
         try:
             match = find_match(grid, self._study.cine_geometries(), self._config.criteria)
             if not isinstance(match, NoMatch):
-                self._cine_inputs.append(self._cine_input(match.key, grid))
+                self._cine_inputs = [*self._cine_inputs[1 - _CINE_AHEAD:], self._cine_input(match.key, grid)]
         except Exception as exc:  # only a head start: the VNE itself reports what is wrong
             log.debug("cine input for a T1 grid not made ahead: %s: %s", type(exc).__name__, exc)
 
