@@ -296,7 +296,7 @@ def fit_t1_fixed_rate(
     grid = np.exp(log_grid)
     x = -np.log(d / grid + c)
     gaps = np.asarray(gaps_ms, np.float64)
-    g, _ = recovery_model(np.ones_like(grid), x, np.log(grid) - x, ti, groups, gaps, d)
+    g, _ = recovery_model(np.ones_like(grid), x, log_grid - x, ti, groups, gaps, d)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         fit = grid_fit(np.abs(g.T) if magnitude else g.T, yv, log_grid)
         t1, a = np.exp(fit.p), fit.a
